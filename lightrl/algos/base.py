@@ -1,0 +1,224 @@
+"""``RLModule``: the LightningModule every lightrl algorithm is built on."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from gymnasium import spaces
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+
+from lightrl.data.collector import Collector
+from lightrl.data.datasets import experience_loader
+from lightrl.envs.spaces import check_space
+from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``condition`` holds: hyperparameter checks, before any env exists."""
+    if not condition:
+        raise ValueError(message)
+
+
+class RLModule(L.LightningModule):
+    """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
+
+    A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
+    :meth:`probe_spaces`), and implements :meth:`generate_batches` (what the dataloader yields),
+    ``training_step(self, dataloader_iter)`` (which takes its batch with :meth:`next_batch`),
+    ``configure_optimizers`` and :meth:`act`. The Trainer owns precision, devices
+    and strategy. ``total_timesteps`` counts env steps over all sub-envs and all DDP ranks; training
+    stops once :attr:`env_steps` reaches it, so no ``max_steps`` is needed.
+
+    Args:
+        env_id: A registered gymnasium id.
+        seed: Seeds the networks' initialisation, the envs (``seed + rank * num_envs + i``) and the
+            sampling RNG (``seed + rank``).
+        total_timesteps: Budget in env steps, summed over sub-envs and ranks.
+        num_envs: Sub-envs per process.
+        vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
+        env_kwargs: Keyword arguments for ``gym.make``.
+
+    Example::
+
+        class MyAlgo(RLModule):
+            def __init__(self, env_id="CartPole-v1", learning_rate=1e-3, **kwargs):
+                super().__init__(env_id, **kwargs)
+                obs_space, action_space = self.probe_spaces()
+                self.q = lightrl.nn.mlp(obs_space.shape[0], [64], action_space.n)
+
+            def generate_batches(self):
+                ...  # step self.collector, yield batches until self.budget_reached
+
+            def act(self, obs, deterministic=False):
+                return self.q(obs).argmax(-1)
+    """
+
+    #: Space classes the algorithm accepts; checked by :meth:`probe_spaces`.
+    observation_spaces: tuple[type[spaces.Space], ...] = (spaces.Box,)
+    action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
+    #: Shown after an unsupported action space: what to use instead.
+    action_space_hint: str = ""
+
+    def __init__(
+        self,
+        env_id: str = "CartPole-v1",
+        seed: int = 1,
+        total_timesteps: int = 100_000,
+        num_envs: int = 4,
+        vectorization: str = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
+        require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
+        require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
+        require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+        self.save_hyperparameters()
+        self.env_steps = 0
+        self.collector: Collector | None = None
+        self.episode_return = MeanMetric()
+        self.episode_length = MeanMetric()
+        self._fit_start: tuple[float, int] | None = None
+
+    # ----------------------------------------------------------------- spaces and envs
+    def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        """Create one env to read and check its spaces; call after validating hyperparameters.
+
+        Raises:
+            ValueError: on an unknown env id, or a space this algorithm does not support.
+        """
+        env = make_env(self.hparams.env_id, self.hparams.env_kwargs)
+        try:
+            obs_space, action_space = env.observation_space, env.action_space
+        finally:
+            env.close()
+        name = type(self).__name__
+        check_space(name, "observation", obs_space, self.observation_spaces,
+                    "Convert observations to a flat Box or (C, H, W) image with a gymnasium wrapper.")
+        check_space(name, "action", action_space, self.action_spaces, self.action_space_hint)
+        self.observation_space, self.action_space = obs_space, action_space
+        return obs_space, action_space
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    @property
+    def steps_per_env_step(self) -> int:
+        """Global env steps taken by one vector step of every rank."""
+        return self.hparams.num_envs * self.world_size
+
+    @property
+    def budget_reached(self) -> bool:
+        return self.env_steps >= self.hparams.total_timesteps
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.collector is not None:
+            return
+        rank = self.trainer.global_rank
+        seed = self.hparams.seed + rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        envs = make_vec_env(
+            self.hparams.env_id,
+            num_envs=self.hparams.num_envs,
+            seed=self.hparams.seed,
+            rank=rank,
+            vectorization=self.hparams.vectorization,
+            env_kwargs=self.hparams.env_kwargs,
+        )
+        self.collector = Collector(envs, self.device)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self.collector is not None:
+            self.collector.close()
+            self.collector = None
+
+    def train_dataloader(self) -> DataLoader:
+        self.collector.device = self.device
+        return experience_loader(self.generate_batches)
+
+    def next_batch(self, dataloader_iter: Iterator) -> Any:
+        """The next batch, fetched when the step asks for it.
+
+        Algorithms take ``training_step(self, dataloader_iter)`` so that Lightning does not prefetch:
+        a prefetched rollout would be collected with the weights from before the previous update.
+        """
+        batch, _batch_idx, _dataloader_idx = next(dataloader_iter)
+        return batch
+
+    def generate_batches(self) -> Iterator[Any]:
+        """Step the envs and yield training batches until the budget is reached (override this)."""
+        raise NotImplementedError
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
+        raise NotImplementedError
+
+    def acting_context(self):
+        """The Trainer's precision context, so acting runs in the same precision as training."""
+        if self._trainer is None:
+            return torch.autocast("cpu", enabled=False)
+        return self.trainer.precision_plugin.forward_context()
+
+    # ----------------------------------------------------------------- budget and logging
+    def on_train_start(self) -> None:
+        self._fit_start = (time.perf_counter(), self.env_steps)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.budget_reached:
+            self.trainer.should_stop = True
+
+    def on_train_epoch_end(self) -> None:
+        if self.budget_reached:
+            self.trainer.should_stop = True
+
+    @property
+    def sps(self) -> float:
+        """Env steps per second since training started (all ranks)."""
+        if self._fit_start is None:
+            return 0.0
+        start_time, start_steps = self._fit_start
+        return (self.env_steps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
+
+    def log_metrics(self, metrics: dict[str, Tensor | float]) -> None:
+        """Log ``metrics`` and the episode statistics with the global env step as the x-axis."""
+        returns, lengths = self.collector.pop_finished_episodes()
+        if returns:
+            self.episode_return.update(torch.tensor(returns, device=self.device))
+            self.episode_length.update(torch.tensor(lengths, device=self.device, dtype=torch.float32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compute() before any update: the mean is nan, handled below
+            mean_return, mean_length = self.episode_return.compute(), self.episode_length.compute()
+        self.episode_return.reset()
+        self.episode_length.reset()
+        if not math.isnan(mean_return.item()):
+            metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
+        metrics = {**metrics, "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        # Lightning takes a metric named "step" as the x-axis of every logger.
+        self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        from lightrl.callbacks.progress import EnvStepProgressBar
+
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        return [EnvStepProgressBar()] if type(bar) is TQDMProgressBar else []
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightrl"] = {"env_steps": self.env_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.env_steps = checkpoint.get("lightrl", {}).get("env_steps", 0)

@@ -1,0 +1,107 @@
+"""The one place where vector envs are stepped: observations become tensors, episodes are counted."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from lightrl.envs.vector import episode_stats, final_observations
+
+
+def obs_dtype(space: spaces.Space) -> torch.dtype:
+    """Storage dtype of observations: uint8 images stay uint8, everything else is float32."""
+    return torch.uint8 if space.dtype == np.uint8 else torch.float32
+
+
+@dataclass
+class StepResult:
+    """What one vector step returned, as tensors on the collector's device.
+
+    ``next_obs`` holds the reset observation for sub-envs whose episode ended (SAME_STEP autoreset);
+    ``final_obs`` maps those sub-envs to the true last observation of the episode.
+    """
+
+    next_obs: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    final_obs: dict[int, Tensor] = field(default_factory=dict)
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)
+    """``(sub-env index, return, length)`` of each episode that ended in this step."""
+
+
+class Collector:
+    """Steps a vector env, keeps the current observation and the statistics of finished episodes.
+
+    It belongs to the algorithm module, not to a dataloader iterator, so episodes in progress survive
+    Lightning re-creating the iterator.
+
+    Args:
+        envs: A vector env made by :func:`lightrl.envs.make_vec_env` (SAME_STEP autoreset).
+        device: Where observations and rewards are put.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, device: torch.device | str = "cpu"):
+        self.envs = envs
+        self.device = torch.device(device)
+        self.num_envs = envs.num_envs
+        self.obs_dtype = obs_dtype(envs.single_observation_space)
+        space = envs.single_action_space
+        self._discrete = isinstance(space, spaces.Discrete)
+        self._low, self._high = (None, None) if self._discrete else (space.low, space.high)
+        self.obs: Tensor | None = None
+        self.finished_returns: list[float] = []
+        self.finished_lengths: list[int] = []
+        self.recent_returns: deque[float] = deque(maxlen=100)
+
+    def to_tensor(self, obs: np.ndarray) -> Tensor:
+        """An observation batch as a tensor of the storage dtype on the collector's device."""
+        return torch.as_tensor(obs).to(device=self.device, dtype=self.obs_dtype)
+
+    def reset(self) -> Tensor:
+        """Reset all sub-envs (seeded on the first call) and return the first observations."""
+        obs, _ = self.envs.reset()
+        self.obs = self.to_tensor(obs)
+        return self.obs
+
+    def env_actions(self, actions: Tensor) -> np.ndarray:
+        """Policy actions as the env takes them: integer arrays, or Box actions clipped to the bounds."""
+        actions = actions.detach().cpu().numpy()
+        return actions if self._discrete else np.clip(actions, self._low, self._high)
+
+    def step(self, actions: Tensor) -> StepResult:
+        """Step every sub-env with ``actions`` and move the current observation on."""
+        if self.obs is None:
+            self.reset()
+        next_obs, rewards, terminated, truncated, infos = self.envs.step(self.env_actions(actions))
+        envs_done, returns, lengths = episode_stats(infos)
+        episodes = list(zip(envs_done.tolist(), returns.tolist(), lengths.tolist()))
+        if episodes:
+            self.finished_returns.extend(returns.tolist())
+            self.finished_lengths.extend(lengths.tolist())
+            self.recent_returns.extend(returns.tolist())
+        self.obs = self.to_tensor(next_obs)
+        final = {i: self.to_tensor(o) for i, o in final_observations(infos).items()}
+        return StepResult(
+            next_obs=self.obs,
+            rewards=torch.as_tensor(rewards, dtype=torch.float32).to(self.device),
+            terminated=torch.as_tensor(terminated).to(self.device),
+            truncated=torch.as_tensor(truncated).to(self.device),
+            final_obs=final,
+            episodes=episodes,
+        )
+
+    def pop_finished_episodes(self) -> tuple[list[float], list[int]]:
+        """Returns and lengths of the episodes finished since the last call."""
+        out = self.finished_returns, self.finished_lengths
+        self.finished_returns, self.finished_lengths = [], []
+        return out
+
+    def close(self) -> None:
+        self.envs.close()

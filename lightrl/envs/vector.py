@@ -1,0 +1,124 @@
+"""Vectorized gymnasium environments with explicit autoreset, per-env seeds and episode statistics."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+EnvWrapper = Callable[[gym.Env], gym.Env]
+
+#: lightrl always steps vector envs in SAME_STEP mode: a finished sub-env is reset inside the step that ended
+#: it, and the last observation of the episode comes back as ``info["final_obs"]``. Every stored transition
+#: is then a real one, and truncated episodes can be bootstrapped from their final observation.
+AUTORESET_MODE = AutoresetMode.SAME_STEP
+VECTORIZATIONS = ("sync", "async")
+
+
+def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
+    """Seeds of the sub-envs of one process: distinct across sub-envs and across DDP ranks.
+
+    Example::
+
+        >>> env_seeds(1, num_envs=4, rank=1)
+        [5, 6, 7, 8]
+    """
+    return [seed + rank * num_envs + i for i in range(num_envs)]
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, wrappers: Sequence[EnvWrapper] = ()) -> gym.Env:
+    """Create one environment, with lightrl's presets (Atari) and episode statistics innermost.
+
+    Raises:
+        ValueError: if ``env_id`` is not a registered gymnasium id.
+    """
+    from lightrl.envs.atari import is_atari, make_atari_env
+
+    kwargs = dict(env_kwargs or {})
+    try:
+        if is_atari(env_id):
+            env = make_atari_env(env_id, **kwargs)
+        else:
+            env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, **kwargs))
+    except gym.error.Error as err:
+        if isinstance(err, (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound)):
+            raise ValueError(f"Unknown env id {env_id!r}: {err}. Check the spelling, or register the env first.") from None
+        raise
+    for wrapper in wrappers:
+        env = wrapper(env)
+    return env
+
+
+def make_vec_env(
+    env_id: str,
+    num_envs: int = 1,
+    seed: int = 0,
+    rank: int = 0,
+    vectorization: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[EnvWrapper] = (),
+) -> gym.vector.VectorEnv:
+    """Create ``num_envs`` copies of ``env_id`` stepped together, in SAME_STEP autoreset mode.
+
+    Sub-env ``i`` of DDP rank ``rank`` is seeded with ``seed + rank * num_envs + i`` on the first
+    ``reset()``, so every sub-env on every rank has its own stream, and a run is reproducible for a
+    given seed. Finished episodes report ``{"r", "l"}`` in ``info["final_info"]["episode"]``; use
+    :func:`episode_stats` to read them.
+
+    Args:
+        env_id: A registered gymnasium id, e.g. ``"CartPole-v1"`` or ``"ALE/Pong-v5"`` (Atari preset).
+        num_envs: Number of sub-envs in this process.
+        seed: Base seed of the run.
+        rank: Global rank of this process (0 without DDP).
+        vectorization: ``"sync"`` (one process; fastest for cheap envs) or ``"async"`` (a process per sub-env).
+        env_kwargs: Keyword arguments for ``gym.make``.
+        wrappers: Extra per-env wrappers, applied after lightrl's own.
+
+    Example::
+
+        envs = make_vec_env("CartPole-v1", num_envs=8, seed=1)
+        obs, info = envs.reset()
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs}.")
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+    make_env(env_id, env_kwargs, wrappers).close()  # fail here, in this process, on a bad id
+    fns = [lambda: make_env(env_id, env_kwargs, wrappers) for _ in range(num_envs)]
+    vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
+    return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
+
+
+class SeededVectorEnv(gym.vector.VectorWrapper):
+    """Seeds each sub-env (and its action space) on the first reset that is given no seed."""
+
+    def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]):
+        super().__init__(env)
+        self.seeds = seeds
+        self._seeded = False
+        self.env.action_space.seed(seeds[0])
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if seed is None and not self._seeded:
+            seed = self.seeds
+        self._seeded = True
+        return self.env.reset(seed=seed, options=options)
+
+
+def episode_stats(infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sub-env indices, returns and lengths of the episodes that ended in one vector step (SAME_STEP mode)."""
+    final = infos.get("final_info")
+    if not final or "episode" not in final:
+        return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int64)
+    mask = final["_episode"]
+    return np.flatnonzero(mask), final["episode"]["r"][mask].astype(np.float64), final["episode"]["l"][mask].astype(np.int64)
+
+
+def final_observations(infos: dict[str, Any]) -> dict[int, Any]:
+    """The last observation of each sub-env whose episode ended in this step, keyed by sub-env index."""
+    if "final_obs" not in infos:
+        return {}
+    return {int(i): infos["final_obs"][i] for i in np.flatnonzero(infos["_final_obs"])}

@@ -1,0 +1,36 @@
+"""Multi-layer perceptrons with the orthogonal initialisation used by CleanRL and SB3."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import nn
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain ``std`` and a constant bias."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(
+    in_features: int,
+    hidden_sizes: Sequence[int],
+    out_features: int | None = None,
+    activation: type[nn.Module] = nn.Tanh,
+    out_std: float = 1.0,
+) -> nn.Sequential:
+    """An MLP ``in -> hidden_sizes -> out``; hidden layers get gain sqrt(2), the output layer ``out_std``.
+
+    With ``out_features=None`` the network ends at the last hidden activation.
+    """
+    layers: list[nn.Module] = []
+    width = in_features
+    for size in hidden_sizes:
+        layers += [layer_init(nn.Linear(width, size)), activation()]
+        width = size
+    if out_features is not None:
+        layers.append(layer_init(nn.Linear(width, out_features), std=out_std))
+    return nn.Sequential(*layers)

@@ -1,0 +1,175 @@
+"""The Atari preset (lightrl.envs.atari) and the Nature-CNN encoder."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from lightrl.envs.atari import AreaResize, area_weights, is_atari, make_atari_env, sign_reward, sparse_rows
+from lightrl.nn.cnn import NatureCNN
+
+requires_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py (lightrl[atari])")
+
+
+def _wrapper(env: gym.Env, cls: type) -> gym.Env:
+    while not isinstance(env, cls):
+        env = env.env
+    return env
+
+
+@requires_ale
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "ALE/Breakout-v5", "PongNoFrameskip-v4", "BreakoutNoFrameskip-v4"])
+def test_is_atari(env_id):
+    assert is_atari(env_id) is True
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "NoSuchEnv-v0", "ALE/NoSuchGame-v5"])
+def test_is_not_atari(env_id):
+    assert is_atari(env_id) is False
+
+
+def test_without_ale_py(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` raise ImportError
+    assert is_atari("NoSuchEnv-v0") is False
+    with pytest.raises(ImportError, match=r"pip install lightrl\[atari\]"):
+        make_atari_env("ALE/Pong-v5")
+
+
+@requires_ale
+def test_pong_observations_and_make_kwargs():
+    env = make_atari_env("ALE/Pong-v5")
+    assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert env.spec.kwargs["frameskip"] == 1
+    assert env.spec.kwargs["repeat_action_probability"] == 0.0
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert (obs == obs[0]).all()  # the stack starts as 4 copies of the first frame
+    obs, *_ = env.step(env.action_space.sample())
+    assert obs in env.observation_space
+    env.close()
+
+    sticky = make_atari_env("ALE/Pong-v5", repeat_action_probability=0.25)
+    assert sticky.spec.kwargs["repeat_action_probability"] == 0.25
+    sticky.close()
+
+
+@requires_ale
+@pytest.mark.parametrize("kwargs", [{"frameskip": 4}, {"obs_type": "rgb"}])
+def test_fixed_make_kwargs_are_rejected(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        make_atari_env("ALE/Pong-v5", **kwargs)
+
+
+@requires_ale
+def test_non_atari_id_is_rejected():
+    with pytest.raises(ValueError, match="not an Atari env"):
+        make_atari_env("CartPole-v1")
+
+
+@requires_ale
+def test_rewards_are_clipped_but_episode_return_is_raw():
+    # Space Invaders pays 5 to 30 points per alien, so clipping is visible within a few hundred steps.
+    env = make_atari_env("ALE/SpaceInvaders-v5")
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    rewards = []
+    for _ in range(300):
+        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        rewards.append(reward)
+        if terminated or truncated:
+            env.reset()
+    assert set(rewards) <= {-1.0, 0.0, 1.0}
+    assert sum(rewards) > 0
+    raw_return = _wrapper(env, gym.wrappers.RecordEpisodeStatistics).episode_returns
+    assert raw_return >= 5 * sum(rewards)
+    env.close()
+
+
+def test_sign_reward():
+    assert [sign_reward(r) for r in (7.0, 0.5, 0.0, -0.1, -30)] == [1.0, 1.0, 0.0, -1.0, -1.0]
+
+
+@requires_ale
+def test_episodic_life_on_breakout():
+    env = make_atari_env("ALE/Breakout-v5")
+    ale = env.unwrapped.ale
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    assert ale.lives() == 5
+    life_lengths, steps, life_losses = [], 0, 0
+    for _ in range(5000):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        if not (terminated or truncated):
+            assert "episode" not in info
+            continue
+        life_lengths.append(steps)
+        if ale.lives() > 0:  # a life lost, the game goes on
+            life_losses += 1
+            assert terminated and "episode" not in info
+            lives, frame = ale.lives(), ale.getEpisodeFrameNumber()
+            env.reset()
+            assert ale.lives() == lives
+            assert ale.getEpisodeFrameNumber() > frame
+            steps = 0
+            continue
+        episode = info["episode"]  # game over: statistics of the whole game
+        break
+    else:
+        pytest.fail("Breakout did not end within 5000 random steps")
+    assert life_losses == 4
+    total_steps = sum(life_lengths)
+    # Frames: 4 per agent step (the last one may stop early), plus no-ops and FIRE presses on resets.
+    assert episode["l"] > 4 * (total_steps - 1) > max(life_lengths)
+    env.reset()
+    assert ale.lives() == 5  # after game over, reset starts a new game
+    env.close()
+
+
+def test_area_weights_average_blocks():
+    weights = area_weights(6, 3)
+    np.testing.assert_allclose(weights, np.kron(np.eye(3), [[0.5, 0.5]]))
+    assert np.allclose(area_weights(210, 84).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("size_in", [210, 160, 84])
+def test_sparse_rows_match_dense_product(size_in):
+    weights = area_weights(size_in, 84)
+    index, sparse = sparse_rows(weights)
+    x = np.random.default_rng(0).random((size_in, 5))
+    np.testing.assert_allclose((sparse[:, :, None] * x[index]).sum(axis=1), weights @ x, rtol=1e-6)
+
+
+@requires_ale
+def test_area_resize_keeps_flat_frames_flat():
+    env = gym.make("ALE/Pong-v5", obs_type="grayscale")
+    resize = AreaResize(env)
+    frame = np.full((210, 160), 87, dtype=np.uint8)
+    assert resize.observation_space == gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    np.testing.assert_array_equal(resize.observation(frame), np.full((84, 84), 87, dtype=np.uint8))
+    env.close()
+
+
+def test_nature_cnn_shapes():
+    encoder = NatureCNN(4)
+    assert encoder.out_features == 512
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    features = encoder(obs)
+    assert features.shape == (3, 512) and features.dtype == torch.float32
+    torch.testing.assert_close(features, encoder(obs.float()))
+    assert NatureCNN(1, features_dim=64, image_size=(64, 64))(torch.zeros(2, 1, 64, 64)).shape == (2, 64)
+
+
+def test_nature_cnn_init():
+    encoder = NatureCNN(4)
+    layers = [m for m in encoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert [tuple(m.weight.shape) for m in layers] == [(32, 4, 8, 8), (64, 32, 4, 4), (64, 64, 3, 3), (512, 3136)]
+    for layer in layers:
+        assert (layer.bias == 0).all()
+        weight = layer.weight.flatten(1)
+        torch.testing.assert_close(weight @ weight.T, 2 * torch.eye(weight.shape[0]), atol=1e-4, rtol=0)
