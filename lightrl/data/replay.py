@@ -1,0 +1,370 @@
+"""A replay buffer of preallocated tensors that stores each observation once, with n-step sampling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+
+class ReplayBuffer:
+    """Circular replay buffer for the transitions of a vector env, one column per sub-env.
+
+    Transitions are stored in rows of ``num_envs`` (one ``add`` per vector step), so the buffer holds
+    ``num_rows = ceil(capacity / num_envs)`` rows and at most ``num_rows * num_envs`` transitions.
+    Each observation is stored once: the next observation of a transition is the observation of the
+    following transition in the same column. The ring of observations has one more row than the ring
+    of transitions, holding the ``next_obs`` of the newest step, so the newest transitions can be
+    sampled too.
+
+    Where that chain is broken, the buffer knows it:
+
+    - ``terminated``: the next observation is never used (``terminations=1`` removes the bootstrap)
+      and is returned as zeros.
+    - ``truncated``: the true last observation (``info["final_obs"]`` in SAME_STEP autoreset mode) is
+      kept in a small side store, freed when its transition is overwritten, and returned as the next
+      observation, with ``terminations=0`` so the target bootstraps from it.
+    - A stream that is cut (``obs`` passed to :meth:`add` differs from the previous ``next_obs`` of a
+      sub-env whose episode did not end, e.g. after a manual ``reset()``) is stored as a truncation.
+
+    Args:
+        capacity: Number of transitions to keep in this process, rounded up to a multiple of ``num_envs``.
+        num_envs: Number of sub-envs of the vector env; each :meth:`add` stores one transition per sub-env.
+        obs_shape: Shape of one observation, e.g. ``(4, 84, 84)``.
+        obs_dtype: Stored observation dtype, e.g. ``torch.uint8`` for Atari frames.
+        action_shape: Shape of one action, ``()`` for discrete actions.
+        action_dtype: Stored action dtype, e.g. ``torch.int64`` or ``torch.float32``.
+        device: Where all tensors live, and where samples are returned.
+
+    Raises:
+        ValueError: if ``num_envs < 1`` or ``capacity < num_envs``.
+
+    Example::
+
+        rb = ReplayBuffer(100_000, envs.num_envs, (4,), torch.float32, (), torch.int64)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        rb.add(obs, actions, rewards, terminations, truncations, next_obs, final_observations(infos))
+        obs = next_obs
+        data = rb.sample(256, n_step=3, gamma=0.99)
+        target = data["rewards"] + data["discounts"] * (1 - data["terminations"]) * max_next_q
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        action_shape: tuple[int, ...],
+        action_dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs}.")
+        if capacity < num_envs:
+            raise ValueError(
+                f"capacity ({capacity}) must be at least num_envs ({num_envs}): every add() stores one "
+                "transition per sub-env. Increase buffer_size or use fewer envs."
+            )
+        self.capacity = capacity
+        self.num_envs = num_envs
+        self.obs_shape = tuple(obs_shape)
+        self.obs_dtype = obs_dtype
+        self.action_shape = tuple(action_shape)
+        self.action_dtype = action_dtype
+        self.device = torch.device(device)
+        self.num_rows = math.ceil(capacity / num_envs)
+
+        rows, n = self.num_rows, num_envs
+        # Observation row of the k-th add is k % (rows + 1); its next observation is row (k + 1) % (rows + 1).
+        self.observations = torch.zeros((rows + 1, n, *self.obs_shape), dtype=obs_dtype, device=self.device)
+        self.actions = torch.zeros((rows, n, *self.action_shape), dtype=action_dtype, device=self.device)
+        self.rewards = torch.zeros((rows, n), dtype=torch.float32, device=self.device)
+        self.terminations = torch.zeros((rows, n), dtype=torch.bool, device=self.device)
+        self.truncations = torch.zeros((rows, n), dtype=torch.bool, device=self.device)
+        # Side store of the final observations of truncated transitions; grows on demand.
+        self.final_obs = torch.zeros((n, *self.obs_shape), dtype=obs_dtype, device=self.device)
+        self.final_used = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.final_slot = torch.full((rows, n), -1, dtype=torch.int32, device=self.device)
+        self.num_adds = 0
+
+    # ----------------------------------------------------------------------------------------- size
+
+    @property
+    def pos(self) -> int:
+        """Row that the next :meth:`add` writes."""
+        return self.num_adds % self.num_rows
+
+    @property
+    def full(self) -> bool:
+        """Whether every row has been written at least once (so the next add overwrites the oldest)."""
+        return self.num_adds >= self.num_rows
+
+    def __len__(self) -> int:
+        return min(self.num_adds, self.num_rows) * self.num_envs
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all tensors of the buffer, the side store of final observations included."""
+        return sum(t.nbytes for t in self._tensors().values())
+
+    @property
+    def bytes_per_transition(self) -> float:
+        """:attr:`nbytes` divided by the number of transitions the buffer can hold."""
+        return self.nbytes / (self.num_rows * self.num_envs)
+
+    # ------------------------------------------------------------------------------------------ add
+
+    def add(
+        self,
+        obs: Any,
+        action: Any,
+        reward: Any,
+        terminated: Any,
+        truncated: Any,
+        next_obs: Any,
+        final_obs: Mapping[int, Any] | None = None,
+    ) -> None:
+        """Store the transitions of one vector step, one per sub-env.
+
+        Args:
+            obs: ``[num_envs, *obs_shape]`` observations the actions were taken in (the previous ``next_obs``).
+            action: ``[num_envs, *action_shape]`` actions.
+            reward: ``[num_envs]`` rewards.
+            terminated: ``[num_envs]`` whether each episode terminated (no bootstrap).
+            truncated: ``[num_envs]`` whether each episode was truncated (bootstrap from the final observation).
+                A step both terminated and truncated counts as terminated.
+            next_obs: ``[num_envs, *obs_shape]`` observations returned by the vector env: the reset
+                observation for sub-envs whose episode ended.
+            final_obs: Sub-env index -> true last observation, for the sub-envs whose episode ended
+                (``lightrl.envs.vector.final_observations(infos)``). Required for truncated ones.
+
+        Raises:
+            ValueError: on a shape mismatch, or a truncated sub-env missing from ``final_obs``.
+        """
+        obs = self._as_batch(obs, self.obs_shape, self.obs_dtype, "obs")
+        next_obs = self._as_batch(next_obs, self.obs_shape, self.obs_dtype, "next_obs")
+        action = self._as_batch(action, self.action_shape, self.action_dtype, "action")
+        reward = self._as_batch(reward, (), torch.float32, "reward")
+        terminated = self._as_batch(terminated, (), torch.bool, "terminated")
+        truncated = self._as_batch(truncated, (), torch.bool, "truncated") & ~terminated
+        truncated_envs = truncated.nonzero().flatten().tolist()
+        final_obs = {int(i): v for i, v in (final_obs or {}).items()}
+        missing = [i for i in truncated_envs if i not in final_obs]
+        if missing:
+            raise ValueError(
+                f"Sub-envs {missing} were truncated but have no entry in final_obs. Pass "
+                'final_observations(infos) (info["final_obs"] in SAME_STEP autoreset mode).'
+            )
+        finals = [
+            self._as_batch(final_obs[i], self.obs_shape, self.obs_dtype, f"final_obs[{i}]", batch=False)
+            for i in truncated_envs
+        ]
+
+        k, rows = self.num_adds, self.num_rows
+        row = k % rows
+        if k == 0:
+            self.observations[0] = obs
+        else:
+            self._join_stream(obs, (k - 1) % rows, self.observations[k % (rows + 1)])
+        if k >= rows:
+            self._evict(row)
+        self.actions[row] = action
+        self.rewards[row] = reward
+        self.terminations[row] = terminated
+        self.truncations[row] = truncated
+        if truncated_envs:
+            self._store_final(row, truncated_envs, torch.stack(finals))
+        self.observations[(k + 1) % (rows + 1)] = next_obs
+        self.num_adds = k + 1
+
+    def _join_stream(self, obs: Tensor, prev_row: int, pending: Tensor) -> None:
+        """Make ``obs`` the start of this step, marking the previous transition truncated where the stream is cut."""
+        changed = (pending != obs).reshape(self.num_envs, -1).any(dim=1)
+        if not changed.any():
+            return
+        ended = self.terminations[prev_row] | self.truncations[prev_row]
+        cut = (changed & ~ended).nonzero().flatten().tolist()
+        if cut:
+            self._store_final(prev_row, cut, pending[cut])
+            self.truncations[prev_row, cut] = True
+        pending[changed] = obs[changed]
+
+    def _evict(self, row: int) -> None:
+        slots = self.final_slot[row]
+        self.final_used[slots[slots >= 0].long()] = False
+        self.final_slot[row] = -1
+
+    def _store_final(self, row: int, envs: list[int], values: Tensor) -> None:
+        free = (~self.final_used).nonzero().flatten()
+        if free.numel() < len(envs):
+            size = self.final_used.numel()
+            grow = max(size, len(envs) - free.numel())
+            self.final_obs = torch.cat([self.final_obs, self.final_obs.new_zeros((grow, *self.obs_shape))])
+            self.final_used = torch.cat([self.final_used, self.final_used.new_zeros(grow)])
+            free = (~self.final_used).nonzero().flatten()
+        slots = free[: len(envs)]
+        self.final_obs[slots] = values
+        self.final_used[slots] = True
+        self.final_slot[row, envs] = slots.to(torch.int32)
+
+    def _as_batch(self, x: Any, shape: tuple[int, ...], dtype: torch.dtype, name: str, batch: bool = True) -> Tensor:
+        x = torch.as_tensor(x, device=self.device)
+        expected = (self.num_envs, *shape) if batch else shape
+        if tuple(x.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}.")
+        return x.to(dtype)
+
+    # --------------------------------------------------------------------------------------- sample
+
+    def sample(
+        self,
+        batch_size: int,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Sample ``batch_size`` transitions uniformly, with replacement.
+
+        With ``n_step > 1`` each sample is an n-step transition: rewards are summed over the next ``n_step``
+        steps of the same sub-env, stopping early at the end of an episode. A start is only sampled once its
+        window is written: the newest ``n_step - 1`` transitions of a sub-env are skipped unless its episode
+        ended between them and the newest step.
+
+        Args:
+            batch_size: Number of transitions.
+            n_step: Number of steps summed into each reward.
+            gamma: Discount factor.
+            generator: Random generator for reproducible sampling.
+
+        Returns:
+            A dict of tensors on :attr:`device`:
+
+            - ``observations``: ``[B, *obs_shape]`` with the stored dtype.
+            - ``actions``: ``[B, *action_shape]``.
+            - ``rewards``: ``[B]`` float32, ``sum_{j<k} gamma**j * r_{t+j}``.
+            - ``next_observations``: ``[B, *obs_shape]``, the observation ``k`` steps later: the final
+              observation if the episode was truncated, zeros if it terminated.
+            - ``terminations``: ``[B]`` float32, 1 if the episode terminated within the ``k`` steps.
+            - ``discounts``: ``[B]`` float32, ``gamma**k``, so that the target is
+              ``rewards + discounts * (1 - terminations) * V(next_observations)``.
+
+            Here ``k = n_step``, or fewer if the episode ended earlier.
+
+        Raises:
+            ValueError: on bad arguments, or if no transition can be sampled yet.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if n_step < 1:
+            raise ValueError(f"n_step must be a positive integer, got {n_step}.")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
+        if self.num_adds == 0:
+            raise ValueError("The replay buffer is empty: add() transitions before sampling (see learning_starts).")
+        ages, envs = self._sample_starts(batch_size, n_step, generator)
+        start = self.num_adds - 1 - ages  # global index of each start transition
+        rows = self.num_rows
+
+        returns = torch.zeros(batch_size, dtype=torch.float32, device=self.device)
+        steps = torch.zeros(batch_size, dtype=torch.float32, device=self.device)
+        alive = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+        terminated = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        truncated = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        final_slot = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        for j in range(n_step):
+            # Past the end of an episode the window may run into unwritten or old rows; `alive` masks them.
+            row = (start + j) % rows
+            returns += alive * (gamma**j) * self.rewards[row, envs]
+            steps += alive
+            term = alive & self.terminations[row, envs]
+            trunc = alive & self.truncations[row, envs]
+            terminated |= term
+            truncated |= trunc
+            final_slot = torch.where(trunc, self.final_slot[row, envs].long(), final_slot)
+            alive &= ~(term | trunc)
+
+        obs_dims = (1,) * len(self.obs_shape)
+        next_observations = self.observations[(start + n_step) % (rows + 1), envs]
+        next_observations = torch.where(truncated.view(-1, *obs_dims), self.final_obs[final_slot], next_observations)
+        next_observations = next_observations.masked_fill(terminated.view(-1, *obs_dims), 0)
+        return {
+            "observations": self.observations[start % (rows + 1), envs],
+            "actions": self.actions[start % rows, envs],
+            "rewards": returns,
+            "next_observations": next_observations,
+            "terminations": terminated.float(),
+            "discounts": torch.pow(torch.tensor(gamma, dtype=torch.float32, device=self.device), steps),
+        }
+
+    def _sample_starts(self, batch_size: int, n_step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Ages (0 = newest row) and sub-env indices of uniformly drawn starts whose n-step window is written."""
+        n = self.num_envs
+        filled = min(self.num_adds, self.num_rows)
+        recent = min(n_step - 1, filled)  # newest rows whose window may run past the newest step
+        num_older = (filled - recent) * n
+        candidates = torch.empty((0, 2), dtype=torch.long, device=self.device)
+        if recent:
+            recent_rows = (self.num_adds - 1 - torch.arange(recent, device=self.device)) % self.num_rows
+            ended = self.terminations[recent_rows] | self.truncations[recent_rows]
+            # A start of age a needs an episode end at one of the ages a, a - 1, ..., 0.
+            candidates = (ended.cumsum(dim=0) > 0).nonzero()
+        total = num_older + candidates.shape[0]
+        if total == 0:
+            raise ValueError(
+                f"No transition has a complete {n_step}-step window yet ({self.num_adds} steps added). "
+                "Add more steps before sampling (learning_starts >= n_step)."
+            )
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.randint(total, (batch_size,), generator=generator, device=gen_device).to(self.device)
+        ages, envs = recent + u // n, u % n
+        if candidates.shape[0]:
+            is_recent = u >= num_older
+            picked = candidates[(u - num_older).clamp(min=0, max=candidates.shape[0] - 1)]
+            ages = torch.where(is_recent, picked[:, 0], ages)
+            envs = torch.where(is_recent, picked[:, 1], envs)
+        return ages, envs
+
+    # ----------------------------------------------------------------------------------- save/load
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {
+            "observations": self.observations,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "terminations": self.terminations,
+            "truncations": self.truncations,
+            "final_obs": self.final_obs,
+            "final_used": self.final_used,
+            "final_slot": self.final_slot,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: the tensors (not copied), the side store and the add counter."""
+        return {**self._tensors(), "num_adds": self.num_adds}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` of a buffer built with the same arguments (tensors are copied).
+
+        Raises:
+            ValueError: if a key is missing or a tensor's shape does not match this buffer.
+        """
+        missing = [key for key in (*self._tensors(), "num_adds") if key not in state_dict]
+        if missing:
+            raise ValueError(f"Replay buffer state_dict is missing {missing}.")
+        for name, tensor in self._tensors().items():
+            value = state_dict[name]
+            fixed = tensor.shape if name not in ("final_obs", "final_used") else tensor.shape[1:]
+            shape = value.shape if name not in ("final_obs", "final_used") else value.shape[1:]
+            if shape != fixed:
+                raise ValueError(
+                    f"Replay buffer state_dict[{name!r}] has shape {tuple(value.shape)}, which does not fit this "
+                    f"buffer ({tuple(tensor.shape)}). Build the buffer with the same capacity, num_envs and shapes."
+                )
+        for name in ("observations", "actions", "rewards", "terminations", "truncations", "final_slot"):
+            getattr(self, name).copy_(state_dict[name])
+        self.final_obs = state_dict["final_obs"].to(self.device, self.obs_dtype, copy=True)
+        self.final_used = state_dict["final_used"].to(self.device, torch.bool, copy=True)
+        self.num_adds = int(state_dict["num_adds"])
