@@ -218,7 +218,8 @@ class RLModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightrl"] = {"env_steps": self.env_steps}
+        cls = type(self)
+        checkpoint["lightrl"] = {"env_steps": self.env_steps, "class_path": f"{cls.__module__}.{cls.__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.env_steps = checkpoint.get("lightrl", {}).get("env_steps", 0)

@@ -44,7 +44,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, wrappers: Se
             env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, **kwargs))
     except gym.error.Error as err:
         if isinstance(err, (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound)):
-            raise ValueError(f"Unknown env id {env_id!r}: {err}. Check the spelling, or register the env first.") from None
+            raise ValueError(f"Unknown env id {env_id!r}: {str(err).rstrip('.')}. Check the spelling, or register the env first.") from None
         raise
     for wrapper in wrappers:
         env = wrapper(env)

@@ -1,0 +1,85 @@
+"""The `lightrl` command: every experiment config runs, usage errors are one line, checkpoints evaluate."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightrl.cli import main, one_line
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def needs(config: Path) -> str | None:
+    env_id = yaml.safe_load(config.read_text())["model"]["init_args"]["env_id"]
+    if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
+        return "ale-py"
+    if any(name in env_id for name in ("HalfCheetah", "Hopper", "Walker", "Ant", "Humanoid")) and importlib.util.find_spec("mujoco") is None:
+        return "mujoco"
+    return None
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_config_parses_and_trains_a_step(config, tmp_path, monkeypatch):
+    missing = needs(config)
+    if missing:
+        pytest.skip(f"{config.name} needs {missing}")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config), "--trainer.max_steps", "1", "--trainer.logger", "false",
+          "--trainer.enable_checkpointing", "false", *QUIET])
+
+
+def test_usage_errors_are_one_line_without_traceback():
+    cases = {
+        ("--model.env_id", "NoSuchEnv-v0"): "Unknown env id 'NoSuchEnv-v0'",
+        ("--model.num_minibatches", "3"): "num_minibatches (3) must divide num_envs * num_steps (4 * 128 = 512)",
+        ("--model.gamma", "1.5"): "gamma must be in (0, 1], got 1.5",
+        ("--model.gama", "0.9"): "Option 'gama' is not accepted",
+    }
+    for args, expected in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("lightrl: error:")]
+        assert len(lines) == 1 and expected in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_unsupported_space_error_names_algorithm_and_space(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model", "PPO", "--model.env_id", "FrozenLake-v1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lightrl: error: PPO does not support the observation space Discrete(16)")
+
+
+def test_one_line_unwraps_jsonargparse_union_report():
+    report = ("Does not validate against any of the Union subtypes\nSubtypes: [...]\nErrors:\n  - gamma must be in (0, 1], got 2.0\n"
+              "  - Expected a <class 'NoneType'>\n    Given value type: ...")
+    assert one_line(report) == "gamma must be in (0, 1], got 2.0"
+
+
+@pytest.mark.timeout(300)
+def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--model", "PPO", "--model.total_timesteps", "1024", "--trainer.logger", "CSVLogger",
+          "--trainer.logger.save_dir", "logs", "--trainer.default_root_dir", "logs", *QUIET])
+    checkpoints = list(tmp_path.glob("logs/**/*.ckpt"))
+    assert len(checkpoints) == 1
+    metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()
+    assert metrics[0].split(",")[-1] == "step"  # env steps are the x-axis
+    assert [row.split(",")[-1] for row in metrics[1:]] == ["512", "1024"]
+    capsys.readouterr()
+    main(["evaluate", str(checkpoints[0]), "--num_episodes", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("PPO on CartPole-v1: return ") and "over 3 episodes" in out
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "missing.ckpt")])
+    assert "checkpoint" in capsys.readouterr().err
