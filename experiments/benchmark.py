@@ -1,0 +1,130 @@
+"""Speed benchmark: lightrl against Stable-Baselines3 on the same hyperparameters, in one run.
+
+Each (row, library, repeat) trains in a fresh subprocess; libraries alternate A B A B so that machine
+noise hits both alike. Reported: env steps per second (min / median / max over repeats), the ratio of
+medians, and the deterministic evaluation return (10 episodes) at the end of each run.
+
+    python experiments/benchmark.py                      # every row, 3 repeats
+    python experiments/benchmark.py --rows ppo_cleanrl --repeats 5 --timesteps 100000
+
+Needs the `bench` extra (`pip install -e .[bench]`; `make benchmark` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+# Each row: the lightrl model and the SB3 model on the same hyperparameters (see shared/ANCHORS.md).
+ROWS = {
+    "ppo_cleanrl": {
+        "title": "PPO CartPole-v1, CleanRL defaults",
+        "timesteps": 100_000,
+        "lightrl": ("PPO", dict(env_id="CartPole-v1", num_envs=4, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, gamma=0.99,
+                                gae_lambda=0.95, num_minibatches=4, update_epochs=4, clip_coef=0.2, clip_vloss=True, ent_coef=0.01,
+                                vf_coef=0.5, max_grad_norm=0.5, hidden_sizes=[64, 64])),
+        "sb3": ("PPO", dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
+                            clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+                            policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))), 4),
+    },
+    "ppo_zoo": {
+        "title": "PPO CartPole-v1, RL-zoo recipe",
+        "timesteps": 100_000,
+        "lightrl": ("PPO", dict(env_id="CartPole-v1", num_envs=8, num_steps=32, learning_rate=1e-3, anneal_lr=True, gamma=0.98,
+                                gae_lambda=0.8, num_minibatches=1, update_epochs=20, clip_coef=0.2, clip_vloss=False, ent_coef=0.0)),
+        "sb3": ("PPO", dict(n_steps=32, batch_size=256, n_epochs=20, learning_rate="linear:1e-3", gamma=0.98, gae_lambda=0.8,
+                            clip_range=0.2, ent_coef=0.0), 8),
+    },
+}
+
+
+def sb3_value(value):
+    if isinstance(value, str) and value.startswith("linear:"):
+        start = float(value.split(":")[1])
+        return lambda progress_remaining: progress_remaining * start
+    return value
+
+
+def run_lightrl(row: dict, timesteps: int, seed: int) -> dict:
+    import lightning as L
+
+    import lightrl
+
+    name, kwargs = row["lightrl"]
+    model = getattr(lightrl, name)(total_timesteps=timesteps, seed=seed, **kwargs)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=-1)
+    start = time.perf_counter()
+    trainer.fit(model)
+    seconds = time.perf_counter() - start
+    mean, _ = lightrl.evaluate(model, num_episodes=10, seed=1000)
+    return {"sps": model.env_steps / seconds, "return": mean, "env_steps": model.env_steps}
+
+
+def run_sb3(row: dict, timesteps: int, seed: int) -> dict:
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    name, kwargs, num_envs = row["sb3"]
+    env_id = row["lightrl"][1]["env_id"]
+    env = make_vec_env(env_id, n_envs=num_envs, seed=seed)
+    model = getattr(sb3, name)("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **{k: sb3_value(v) for k, v in kwargs.items()})
+    start = time.perf_counter()
+    model.learn(total_timesteps=timesteps)
+    seconds = time.perf_counter() - start
+    mean, _ = evaluate_policy(model, make_vec_env(env_id, n_envs=1, seed=1000), n_eval_episodes=10, deterministic=True)
+    return {"sps": model.num_timesteps / seconds, "return": float(mean), "env_steps": model.num_timesteps}
+
+
+def worker(row_name: str, library: str, timesteps: int, seed: int) -> None:
+    row = ROWS[row_name]
+    result = (run_lightrl if library == "lightrl" else run_sb3)(row, timesteps, seed)
+    print("RESULT " + json.dumps(result))
+
+
+def measure(row_name: str, library: str, timesteps: int, seed: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", row_name, library, str(timesteps), str(seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{library} {row_name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def summarize(values: list[float]) -> str:
+    return f"{min(values):8.0f} {statistics.median(values):8.0f} {max(values):8.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timesteps", type=int, default=None, help="override every row's budget")
+    parser.add_argument("--worker", nargs=4, metavar=("ROW", "LIB", "STEPS", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        row_name, library, steps, seed = args.worker
+        worker(row_name, library, int(steps), int(seed))
+        return
+
+    print(f"{'row':<36} {'library':<8} {'SPS min':>8} {'median':>8} {'max':>8} {'return (median)':>16}")
+    for row_name in args.rows:
+        timesteps = args.timesteps or ROWS[row_name]["timesteps"]
+        results: dict[str, list[dict]] = {"lightrl": [], "sb3": []}
+        for repeat in range(args.repeats):
+            for library in ("lightrl", "sb3"):  # alternate A B A B
+                results[library].append(measure(row_name, library, timesteps, seed=1 + repeat))
+        for library, runs in results.items():
+            sps = [r["sps"] for r in runs]
+            ret = statistics.median(r["return"] for r in runs)
+            print(f"{ROWS[row_name]['title']:<36} {library:<8} {summarize(sps)} {ret:16.1f}")
+        ratio = statistics.median(r["sps"] for r in results["lightrl"]) / statistics.median(r["sps"] for r in results["sb3"])
+        print(f"{'':<36} {'ratio':<8} lightrl/SB3 median SPS = {ratio:.2f}x  ({args.repeats} repeats, {timesteps} steps)")
+
+
+if __name__ == "__main__":
+    main()
