@@ -1,0 +1,68 @@
+"""Trains one algorithm with a real DDP strategy and writes what each rank saw to ``OUT/rank<r>.json``.
+
+Run by tests/test_ddp.py in a subprocess (Lightning's ``ddp`` strategy re-launches this script once per
+rank), or by torchrun for the two-node loopback test:
+
+    python tests/ddp_script.py OUT ALGO [key=value ...]           # 2 processes on this machine
+    torchrun --nnodes 2 ... tests/ddp_script.py OUT ALGO nodes=2  # one process per node
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+import lightrl
+
+
+class RecordRank(L.Callback):
+    """Keeps the first observations this rank acted on, and the parameters at the end."""
+
+    def __init__(self):
+        self.first_obs = None
+        self.train_batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train_batches += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.first_obs is None:
+            self.first_obs = pl_module.collector.obs.tolist()
+
+
+def main() -> None:
+    out, algo, *overrides = sys.argv[1:]
+    options = dict(item.split("=", 1) for item in overrides)
+    nodes = int(options.pop("nodes", 1))
+    devices = int(options.pop("devices", 2 if nodes == 1 else 1))
+    precision = options.pop("precision", "32-true")
+    kwargs = {key: json.loads(value) for key, value in options.items()}
+    model = getattr(lightrl, algo)(**kwargs)
+    record = RecordRank()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, num_nodes=nodes, strategy="ddp", precision=precision,
+        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[record],
+    )
+    trainer.fit(model)
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    facts = {
+        "rank": trainer.global_rank,
+        "world_size": trainer.world_size,
+        "env_steps": model.env_steps,
+        "global_step": trainer.global_step,
+        "train_batches": record.train_batches,
+        "first_obs": record.first_obs,
+        "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rank{trainer.global_rank}.json").write_text(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()
