@@ -53,3 +53,22 @@ def test_ppo_ddp_target_kl_early_stop_is_agreed(tmp_path):
                     learning_rate=0.01, target_kl=1e-6, seed=2)
     assert_data_parallel(ranks, 1024)
     assert ranks[0]["global_step"] < 4 * 4 * 4  # some epochs were cut short
+
+
+@pytest.mark.timeout(300)
+def test_two_nodes_on_loopback_with_torchrun(tmp_path):
+    # Two "nodes" of one process each, rendezvousing on 127.0.0.1, as on a real cluster.
+    torchrun = Path(sys.executable).with_name("torchrun")
+    port = str(free_port())
+    args = [str(SCRIPT), str(tmp_path), "PPO", "nodes=2", 'env_id="CartPole-v1"', "num_envs=2", "num_steps=64",
+            "total_timesteps=1024", "seed=5"]
+    nodes = [
+        subprocess.Popen([str(torchrun), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+                          "--master_addr", "127.0.0.1", "--master_port", port, *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert_data_parallel(ranks, 1024)  # env_steps counted once across nodes

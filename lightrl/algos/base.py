@@ -6,6 +6,8 @@ import math
 import random
 import time
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import lightning as L
@@ -27,6 +29,13 @@ def require(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition`` holds: hyperparameter checks, before any env exists."""
     if not condition:
         raise ValueError(message)
+
+
+@dataclass
+class OptimizerIteration:
+    """Set when an :meth:`RLModule.optimizer_iteration` block ends: did the grad scaler skip a step?"""
+
+    skipped: bool = False
 
 
 class RLModule(L.LightningModule):
@@ -85,6 +94,7 @@ class RLModule(L.LightningModule):
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
         self.save_hyperparameters()
         self.env_steps = 0
+        self.skipped_optimizer_steps = 0
         self.collector: Collector | None = None
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
@@ -165,6 +175,40 @@ class RLModule(L.LightningModule):
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
         raise NotImplementedError
+
+    @contextmanager
+    def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
+        """One step of each optimizer, with the AMP grad scaler updated once, at the end.
+
+        Lightning's ``16-mixed`` plugin calls ``scaler.update()`` after every ``optimizer.step()``. With
+        several optimizers (SAC's critic, actor and alpha) that would change the scale between the steps
+        of one iteration. Inside this block the update waits until all of them have stepped. Afterwards
+        ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so that target
+        networks are not moved towards weights that did not change. Without a grad scaler (32-true,
+        bf16-mixed) it does nothing and ``skipped`` stays False.
+
+        Example::
+
+            with self.optimizer_iteration() as iteration:
+                ...  # backward and step each optimizer once
+            if not iteration.skipped:
+                polyak_update(self.target.parameters(), self.online.parameters(), tau)
+        """
+        iteration = OptimizerIteration()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        if scaler is None or not scaler.is_enabled():
+            yield iteration
+            return
+        scale = scaler.get_scale()
+        scaler.update = lambda new_scale=None: None  # shadows the method until the iteration is over
+        try:
+            yield iteration
+        finally:
+            del scaler.update
+            scaler.update()
+        iteration.skipped = scaler.get_scale() < scale
+        if iteration.skipped:
+            self.skipped_optimizer_steps += 1
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
