@@ -5,10 +5,10 @@ import warnings
 # lightrl's algorithms take `training_step(self, dataloader_iter)` on purpose (see RLModule.next_batch).
 warnings.filterwarnings("ignore", message=r".*`dataloader_iter`.*")
 
-from lightrl.algos import A2C, PPO, RLModule
+from lightrl.algos import A2C, DQN, PPO, SAC, TD3, RLModule
 from lightrl.envs import make_vec_env
 from lightrl.evaluation import evaluate
 from lightrl.utils import load_module
 
-__all__ = ["A2C", "PPO", "RLModule", "evaluate", "load_module", "make_vec_env"]
+__all__ = ["A2C", "DQN", "PPO", "RLModule", "SAC", "TD3", "evaluate", "load_module", "make_vec_env"]
 __version__ = "0.1.0"

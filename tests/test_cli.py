@@ -32,8 +32,11 @@ def test_every_experiment_config_parses_and_trains_a_step(config, tmp_path, monk
     if missing:
         pytest.skip(f"{config.name} needs {missing}")
     monkeypatch.chdir(tmp_path)
+    init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    # Off-policy recipes warm up for thousands of steps and allocate large buffers: start learning early here.
+    small_buffer = ["--model.learning_starts", "256", "--model.buffer_size", "2048"] if "buffer_size" in init_args else []
     main(["fit", "--config", str(config), "--trainer.max_steps", "1", "--trainer.logger", "false",
-          "--trainer.enable_checkpointing", "false", *QUIET])
+          "--trainer.enable_checkpointing", "false", *small_buffer, *QUIET])
 
 
 def test_usage_errors_are_one_line_without_traceback():

@@ -210,6 +210,12 @@ class RLModule(L.LightningModule):
         if iteration.skipped:
             self.skipped_optimizer_steps += 1
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
+        max_grad_norm = self.hparams.get("max_grad_norm")
+        if max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
         if self._trainer is None:

@@ -91,10 +91,5 @@ class OnPolicyAlgorithm(RLModule):
         factor = (lambda it: max(1.0 - it / total, 0.0)) if anneal else (lambda it: 1.0)
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Runs after the AMP scaler has unscaled the gradients, so the norm is the true one.
-        if self.hparams.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"losses/explained_variance": explained_variance(batch["values"], batch["returns"])}

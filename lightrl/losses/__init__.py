@@ -8,5 +8,21 @@ from lightrl.losses.policy_gradient import (
     policy_gradient_loss,
     value_loss,
 )
+from lightrl.losses.q_learning import (
+    dqn_loss,
+    dqn_target,
+    linear_schedule,
+    polyak_update,
+    sac_actor_loss,
+    sac_alpha_loss,
+    sac_critic_target,
+    smoothed_target_action,
+    td3_target,
+    td_target,
+)
 
-__all__ = ["gae", "clipped_surrogate_loss", "explained_variance", "normalize", "policy_gradient_loss", "value_loss"]
+__all__ = [
+    "gae", "clipped_surrogate_loss", "explained_variance", "normalize", "policy_gradient_loss", "value_loss",
+    "dqn_loss", "dqn_target", "linear_schedule", "polyak_update", "sac_actor_loss", "sac_alpha_loss",
+    "sac_critic_target", "smoothed_target_action", "td3_target", "td_target",
+]

@@ -1,0 +1,171 @@
+"""Deep Q-Network (Mnih et al. 2015, https://www.nature.com/articles/nature14236), with Double and Dueling DQN."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from lightrl.algos.base import require
+from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, linear_schedule, polyak_update
+from lightrl.nn.q_networks import QNetwork
+
+
+class DQN(OffPolicyAlgorithm):
+    """DQN as in CleanRL's ``dqn.py`` / ``dqn_atari.py``, as a LightningModule; defaults are CleanRL's.
+
+    Actions are uniformly random until ``learning_starts`` (as in Stable-Baselines3), then epsilon-greedy,
+    each sub-env drawing its own coin, with epsilon decaying linearly from ``start_e`` to ``end_e`` over the
+    first ``exploration_fraction * total_timesteps`` env steps. Every
+    ``train_frequency`` env steps past ``learning_starts``, ``gradient_steps`` gradient steps are taken, all
+    inside one ``training_step`` (manual optimization). The target network is updated every
+    ``target_network_frequency`` **env steps** (global, over sub-envs and ranks), by
+    ``target = tau * online + (1 - tau) * target``: the semantics of CleanRL's ``target_network_frequency``
+    and of Stable-Baselines3's ``target_update_interval``, so the RL-zoo recipes carry over unchanged.
+    As in Stable-Baselines3 the update happens while collecting, so the target stays fixed within an
+    update phase.
+
+    Args:
+        env_id: Gymnasium id; Box observations (vectors, or ``(C, H, W)`` uint8 images for the Nature-CNN),
+            Discrete actions.
+        num_envs: Sub-envs per process.
+        learning_rate: Adam's learning rate.
+        buffer_size: Replay buffer capacity per process.
+        gamma: Discount factor.
+        tau: Target-network interpolation factor; 1.0 is a hard copy.
+        target_network_frequency: Global env steps between target-network updates.
+        batch_size: Transitions per gradient step.
+        start_e: Initial exploration epsilon.
+        end_e: Final exploration epsilon.
+        exploration_fraction: Fraction of ``total_timesteps`` over which epsilon decays.
+        learning_starts: Global env steps before the first update.
+        train_frequency: Global env steps between update phases.
+        gradient_steps: Gradient steps per update phase.
+        double_q: Double DQN: the online network picks the next action, the target network rates it.
+        dueling: Dueling head ``Q = V + A - mean(A)``.
+        n_step: n-step returns.
+        loss: ``"mse"`` (CleanRL) or ``"huber"`` (Nature DQN, Stable-Baselines3).
+        max_grad_norm: Gradient-norm clip (Stable-Baselines3 uses 10); ``None`` disables it.
+        adam_eps: Adam's epsilon (Stable-Baselines3 uses 1e-5).
+        hidden_sizes: Widths of the hidden layers; for images, the first is the Nature-CNN's linear layer.
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``save_replay_buffer``.
+
+    Example::
+
+        import lightning as L
+        import lightrl
+
+        model = lightrl.DQN("CartPole-v1", total_timesteps=50_000, learning_starts=1000)
+        L.Trainer(max_epochs=-1, logger=False).fit(model)
+        mean_return, std_return = lightrl.evaluate(model)
+    """
+
+    action_spaces = (spaces.Discrete,)
+    action_space_hint = "DQN needs Discrete actions: use SAC or TD3 for Box (continuous) actions."
+
+    def __init__(
+        self,
+        env_id: str = "CartPole-v1",
+        num_envs: int = 1,
+        learning_rate: float = 2.5e-4,
+        buffer_size: int = 10_000,
+        gamma: float = 0.99,
+        tau: float = 1.0,
+        target_network_frequency: int = 500,
+        batch_size: int = 128,
+        start_e: float = 1.0,
+        end_e: float = 0.05,
+        exploration_fraction: float = 0.5,
+        learning_starts: int = 10_000,
+        train_frequency: int = 10,
+        gradient_steps: int = 1,
+        double_q: bool = False,
+        dueling: bool = False,
+        n_step: int = 1,
+        loss: str = "mse",
+        max_grad_norm: float | None = None,
+        adam_eps: float = 1e-8,
+        hidden_sizes: Sequence[int] = (120, 84),
+        **kwargs: Any,
+    ):
+        super().__init__(
+            env_id=env_id, num_envs=num_envs, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, gamma=gamma, tau=tau, train_frequency=train_frequency,
+            gradient_steps=gradient_steps, n_step=n_step, max_grad_norm=max_grad_norm, **kwargs,
+        )  # fmt: skip
+        require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
+        require(adam_eps > 0, f"adam_eps must be positive, got {adam_eps}.")
+        require(target_network_frequency > 0, f"target_network_frequency must be a positive number of env steps, got {target_network_frequency}.")
+        require(0 <= end_e <= 1 and 0 <= start_e <= 1, f"start_e and end_e must be in [0, 1], got {start_e} and {end_e}.")
+        require(0 <= exploration_fraction <= 1, f"exploration_fraction must be in [0, 1], got {exploration_fraction}.")
+        require(loss in DQN_LOSSES, f"loss must be one of {DQN_LOSSES}, got {loss!r}.")
+        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        obs_space, action_space = self.probe_spaces()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.seed)
+            self.q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
+        self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
+
+    @property
+    def epsilon(self) -> float:
+        """Exploration rate at the current global env step."""
+        hp = self.hparams
+        duration = hp.exploration_fraction * hp.total_timesteps
+        if duration <= 0:
+            return hp.end_e
+        return linear_schedule(hp.start_e, hp.end_e, duration, self.env_steps)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Greedy actions if ``deterministic``, else epsilon-greedy with the current epsilon."""
+        return self.q_network(obs).argmax(dim=1) if deterministic else self.explore(obs)
+
+    def explore(self, obs: Tensor) -> Tensor:
+        n = obs.shape[0]
+        explore = torch.rand(n, generator=self._explorer) < self.epsilon
+        if bool(explore.all()):  # skip the forward pass: every sub-env acts at random
+            return self.random_actions(n)
+        actions = self.q_network(obs).argmax(dim=1)
+        if bool(explore.any()):
+            actions = torch.where(explore.to(actions.device), self.random_actions(n), actions)
+        return actions
+
+    def after_env_step(self, before: int, after: int) -> None:
+        freq = self.hparams.target_network_frequency
+        updates = after // freq - before // freq
+        if updates:
+            # k Polyak updates towards unchanged online weights are one update with 1 - (1 - tau)^k.
+            tau = 1.0 - (1.0 - self.hparams.tau) ** updates
+            polyak_update(self.target_network.parameters(), self.q_network.parameters(), tau)
+
+    def configure_optimizers(self):
+        return self.adam(self.q_network.parameters(), self.hparams.learning_rate, eps=self.hparams.adam_eps)
+
+    def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
+        hp = self.hparams
+        optimizer = self.optimizers()
+        td_loss_sum = q_values_sum = 0.0
+        num_steps = batch["rewards"].shape[0]
+        for obs, actions, rewards, next_obs, terminations, discounts in zip(
+            batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
+            batch["terminations"], batch["discounts"],
+        ):  # fmt: skip
+            with torch.no_grad():
+                next_q_online = self.q_network(next_obs) if hp.double_q else None
+                target = dqn_target(self.target_network(next_obs), rewards, terminations, discounts, next_q_online)
+            q_taken = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1).float()  # fp32 loss under autocast
+            loss, diagnostics = dqn_loss(q_taken, target.float(), hp.loss)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            td_loss_sum += loss.detach()
+            q_values_sum += diagnostics["q_values"]
+        self.num_updates += num_steps
+        return {
+            "losses/td_loss": td_loss_sum / num_steps,
+            "losses/q_values": q_values_sum / num_steps,
+            "charts/epsilon": self.epsilon,
+        }

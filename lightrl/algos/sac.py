@@ -1,0 +1,209 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, https://arxiv.org/abs/1812.05905), for continuous actions."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from lightrl.algos.base import require
+from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target
+from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients for ``module``'s parameters inside the block (gradients still flow through it)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box]:
+    """Probe the env and return ``(obs_dim, action_space)``; SAC and TD3 take flat vector observations."""
+    obs_space, action_space = module.probe_spaces()
+    require(
+        len(obs_space.shape) == 1,
+        f"{type(module).__name__} takes flat vector observations, got the observation space {obs_space}. "
+        "Flatten them with gymnasium.wrappers.FlattenObservation.",
+    )
+    return int(np.prod(obs_space.shape)), action_space
+
+
+class SAC(OffPolicyAlgorithm):
+    """SAC with twin Q-networks and automatic entropy tuning, as in CleanRL's ``sac_continuous_action.py``.
+
+    Defaults are CleanRL's. One gradient step (a critic update) per env step by default; the actor (and the
+    entropy coefficient) is updated every ``policy_frequency`` gradient steps, ``policy_frequency`` times
+    in a row to make up for the delay (CleanRL's "TD3 delayed update support"), and the target critics
+    every ``target_network_frequency`` gradient steps by Polyak averaging with ``tau``. The entropy
+    coefficient's loss reuses the log-probabilities of the actor update (as Stable-Baselines3 does) instead
+    of sampling the policy a second time. Actions are taken uniformly at random until ``learning_starts``.
+
+    Optimizers (``self.optimizers()``): the critics (``q_lr``), the actor (``policy_lr``) and, with
+    ``autotune``, the log entropy coefficient (``q_lr``, as in CleanRL). Each loss is backpropagated just
+    before its own optimizer steps, and the critics are frozen while the actor loss is computed (its backward
+    pass computes no critic gradients), so each optimizer only ever changes its own parameters. Under DDP pass
+    ``strategy="ddp_find_unused_parameters_true"``: each backward pass reaches only one optimizer's parameters.
+
+    Args:
+        env_id: Gymnasium id; flat Box observations, bounded 1-D Box actions.
+        num_envs: Sub-envs per process.
+        buffer_size: Replay buffer capacity per process.
+        gamma: Discount factor.
+        tau: Target critics' Polyak factor.
+        batch_size: Transitions per gradient step.
+        learning_starts: Global env steps of random actions before the first update.
+        policy_lr: Adam's learning rate for the actor.
+        q_lr: Adam's learning rate for the critics and the entropy coefficient.
+        policy_frequency: Gradient steps between actor updates.
+        target_network_frequency: Gradient steps between target-critic updates.
+        alpha: Entropy coefficient when ``autotune`` is off.
+        autotune: Learn the entropy coefficient towards the target entropy ``-action_dim``.
+        train_frequency: Global env steps between update phases.
+        gradient_steps: Gradient steps per update phase.
+        hidden_sizes: Widths of the hidden layers of the actor and of each critic.
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``n_step``,
+            ``max_grad_norm``, ``save_replay_buffer``.
+
+    Example::
+
+        model = lightrl.SAC("Pendulum-v1", total_timesteps=10_000, learning_starts=100, policy_lr=1e-3)
+        L.Trainer(max_epochs=-1, logger=False).fit(model)
+    """
+
+    action_spaces = (spaces.Box,)
+    action_space_hint = "SAC needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
+
+    def __init__(
+        self,
+        env_id: str = "Pendulum-v1",
+        num_envs: int = 1,
+        buffer_size: int = 1_000_000,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 256,
+        learning_starts: int = 5_000,
+        policy_lr: float = 3e-4,
+        q_lr: float = 1e-3,
+        policy_frequency: int = 2,
+        target_network_frequency: int = 1,
+        alpha: float = 0.2,
+        autotune: bool = True,
+        train_frequency: int = 1,
+        gradient_steps: int = 1,
+        hidden_sizes: Sequence[int] = (256, 256),
+        **kwargs: Any,
+    ):
+        super().__init__(
+            env_id=env_id, num_envs=num_envs, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, gamma=gamma, tau=tau, train_frequency=train_frequency,
+            gradient_steps=gradient_steps, **kwargs,
+        )  # fmt: skip
+        require(policy_lr > 0 and q_lr > 0, f"policy_lr and q_lr must be positive, got {policy_lr} and {q_lr}.")
+        require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
+        require(target_network_frequency > 0, f"target_network_frequency must be a positive number of gradient steps, got {target_network_frequency}.")
+        require(alpha >= 0, f"alpha must be non-negative, got {alpha}.")
+        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        obs_dim, action_space = check_continuous(self)
+        action_dim = int(np.prod(action_space.shape))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.seed)
+            self.actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes)
+            self.critic = TwinQ(obs_dim, action_dim, hidden_sizes)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.target_entropy = -float(action_dim)
+        init_log_alpha = 0.0 if autotune else float(np.log(max(alpha, 1e-12)))
+        self.log_alpha = nn.Parameter(torch.tensor([init_log_alpha]), requires_grad=autotune)
+        self._actor_metrics: dict[str, Tensor] = {}
+
+    @property
+    def alpha(self) -> Tensor | float:
+        """The entropy coefficient (detached)."""
+        return self.log_alpha.detach().exp() if self.hparams.autotune else self.hparams.alpha
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.actor.act(obs, deterministic).float()
+
+    def explore(self, obs: Tensor) -> Tensor:
+        return self.actor.sample(obs)[0].float()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizers = [self.adam(self.critic.parameters(), hp.q_lr), self.adam(self.actor.parameters(), hp.policy_lr)]
+        if hp.autotune:
+            optimizers.append(self.adam([self.log_alpha], hp.q_lr))
+        return optimizers
+
+    def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
+        hp = self.hparams
+        q_optimizer, actor_optimizer, *alpha_optimizer = self.optimizers()
+        for obs, actions, rewards, next_obs, terminations, discounts in zip(
+            batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
+            batch["terminations"], batch["discounts"],
+        ):  # fmt: skip
+            alpha = self.alpha
+            with self.optimizer_iteration() as iteration:
+                with torch.no_grad():
+                    next_actions, next_log_pi = self.actor.sample(next_obs)
+                    next_q1, next_q2 = self.target_critic(next_obs, next_actions)
+                    target = sac_critic_target(next_q1, next_q2, next_log_pi, rewards, terminations, discounts, alpha)
+                qf1_a_values, qf2_a_values = (q.float() for q in self.critic(obs, actions))  # fp32 loss under autocast
+                target = target.float()
+                qf1_loss = F.mse_loss(qf1_a_values, target)
+                qf2_loss = F.mse_loss(qf2_a_values, target)
+                qf_loss = qf1_loss + qf2_loss
+                q_optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(qf_loss)
+                q_optimizer.step()
+                self.num_updates += 1
+                update_policy = self.num_updates % hp.policy_frequency == 0
+                if update_policy:
+                    alpha = self.policy_step(obs, alpha, actor_optimizer, alpha_optimizer)
+            if update_policy:
+                for _ in range(hp.policy_frequency - 1):  # make up for the delay, as CleanRL does
+                    with self.optimizer_iteration():
+                        alpha = self.policy_step(obs, alpha, actor_optimizer, alpha_optimizer)
+            if not iteration.skipped and self.num_updates % hp.target_network_frequency == 0:
+                polyak_update(self.target_critic.parameters(), self.critic.parameters(), hp.tau)
+
+        return {
+            "losses/qf1_values": qf1_a_values.detach().mean(),
+            "losses/qf2_values": qf2_a_values.detach().mean(),
+            "losses/qf1_loss": qf1_loss.detach(),
+            "losses/qf2_loss": qf2_loss.detach(),
+            "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+            "losses/alpha": self.alpha,
+            **self._actor_metrics,
+        }
+
+    def policy_step(self, obs: Tensor, alpha: Tensor | float, actor_optimizer, alpha_optimizer: list) -> Tensor | float:
+        """One actor step and, with ``autotune``, one entropy-coefficient step; returns the new alpha."""
+        pi, log_pi = self.actor.sample(obs)
+        with frozen(self.critic):
+            qf1_pi, qf2_pi = self.critic(obs, pi)
+        actor_loss = sac_actor_loss(qf1_pi.float(), qf2_pi.float(), log_pi.float(), alpha)
+        actor_optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(actor_loss)
+        actor_optimizer.step()
+        self._actor_metrics = {"losses/actor_loss": actor_loss.detach()}
+        if not alpha_optimizer:
+            return alpha
+        alpha_loss = sac_alpha_loss(self.log_alpha, log_pi.detach().float(), self.target_entropy)
+        alpha_optimizer[0].zero_grad(set_to_none=True)
+        self.manual_backward(alpha_loss)
+        alpha_optimizer[0].step()
+        self._actor_metrics["losses/alpha_loss"] = alpha_loss.detach()
+        return self.alpha

@@ -1,0 +1,156 @@
+"""Twin Delayed DDPG (Fujimoto et al. 2018, https://arxiv.org/abs/1802.09477), for continuous actions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import Tensor
+
+from lightrl.algos.base import require
+from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.algos.sac import check_continuous, frozen
+from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3_target
+from lightrl.nn.q_networks import DeterministicActor, TwinQ
+
+
+class TD3(OffPolicyAlgorithm):
+    """TD3 as in CleanRL's ``td3_continuous_action.py``, as a LightningModule; defaults are CleanRL's.
+
+    Clipped double-Q targets, target policy smoothing (Gaussian noise of standard deviation ``policy_noise``
+    clipped to ``noise_clip``, both in units of the action scale ``(high - low) / 2``), and delayed updates:
+    the actor and all target networks are updated every ``policy_frequency`` gradient steps. Exploration
+    adds Gaussian noise of standard deviation ``exploration_noise * (high - low) / 2`` to the actor's
+    action; actions are uniformly random until ``learning_starts``.
+
+    Optimizers (``self.optimizers()``): the critics, then the actor, both with ``learning_rate``. The critics
+    are frozen while the actor loss is computed, so each optimizer only changes its own parameters. Under
+    DDP pass ``strategy="ddp_find_unused_parameters_true"``.
+
+    Args:
+        env_id: Gymnasium id; flat Box observations, bounded 1-D Box actions.
+        num_envs: Sub-envs per process.
+        learning_rate: Adam's learning rate for the actor and the critics.
+        buffer_size: Replay buffer capacity per process.
+        gamma: Discount factor.
+        tau: Polyak factor of the target networks.
+        batch_size: Transitions per gradient step.
+        policy_noise: Standard deviation of the target policy smoothing noise (relative to the action scale).
+        noise_clip: Bound of the target policy smoothing noise (relative to the action scale).
+        exploration_noise: Standard deviation of the exploration noise (relative to the action scale).
+        learning_starts: Global env steps of random actions before the first update.
+        policy_frequency: Gradient steps between actor and target updates.
+        train_frequency: Global env steps between update phases.
+        gradient_steps: Gradient steps per update phase.
+        hidden_sizes: Widths of the hidden layers of the actor and of each critic.
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``n_step``,
+            ``max_grad_norm``, ``save_replay_buffer``.
+
+    Example::
+
+        model = lightrl.TD3("Pendulum-v1", total_timesteps=20_000, learning_starts=1000, learning_rate=1e-3)
+        L.Trainer(max_epochs=-1, logger=False).fit(model)
+    """
+
+    action_spaces = (spaces.Box,)
+    action_space_hint = "TD3 needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
+
+    def __init__(
+        self,
+        env_id: str = "Pendulum-v1",
+        num_envs: int = 1,
+        learning_rate: float = 3e-4,
+        buffer_size: int = 1_000_000,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 256,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        exploration_noise: float = 0.1,
+        learning_starts: int = 25_000,
+        policy_frequency: int = 2,
+        train_frequency: int = 1,
+        gradient_steps: int = 1,
+        hidden_sizes: Sequence[int] = (256, 256),
+        **kwargs: Any,
+    ):
+        super().__init__(
+            env_id=env_id, num_envs=num_envs, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, gamma=gamma, tau=tau, train_frequency=train_frequency,
+            gradient_steps=gradient_steps, **kwargs,
+        )  # fmt: skip
+        require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
+        require(policy_noise >= 0 and noise_clip >= 0, f"policy_noise and noise_clip must be non-negative, got {policy_noise} and {noise_clip}.")
+        require(exploration_noise >= 0, f"exploration_noise must be non-negative, got {exploration_noise}.")
+        require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
+        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        obs_dim, action_space = check_continuous(self)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.seed)
+            self.actor = DeterministicActor(obs_dim, action_space, hidden_sizes)
+            self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes)
+        self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self._actor_metrics: dict[str, Tensor] = {}
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.actor(obs).float() if deterministic else self.explore(obs)
+
+    def explore(self, obs: Tensor) -> Tensor:
+        actions = self.actor(obs).float()
+        scale = self.actor.action_scale
+        noise = torch.randn(actions.shape, generator=self._explorer).to(actions.device)
+        low, high = self.actor.action_bias - scale, self.actor.action_bias + scale
+        return torch.clamp(actions + noise * (scale * self.hparams.exploration_noise), low, high)
+
+    def configure_optimizers(self):
+        lr = self.hparams.learning_rate
+        return [self.adam(self.critic.parameters(), lr), self.adam(self.actor.parameters(), lr)]
+
+    def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
+        hp = self.hparams
+        q_optimizer, actor_optimizer = self.optimizers()
+        low = self.actor.action_bias - self.actor.action_scale
+        high = self.actor.action_bias + self.actor.action_scale
+        for obs, actions, rewards, next_obs, terminations, discounts in zip(
+            batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
+            batch["terminations"], batch["discounts"],
+        ):  # fmt: skip
+            with self.optimizer_iteration() as iteration:
+                with torch.no_grad():
+                    next_actions = smoothed_target_action(self.target_actor(next_obs), hp.policy_noise, hp.noise_clip, low, high)
+                    next_q1, next_q2 = self.target_critic(next_obs, next_actions)
+                    target = td3_target(next_q1, next_q2, rewards, terminations, discounts)
+                qf1_a_values, qf2_a_values = (q.float() for q in self.critic(obs, actions))  # fp32 loss under autocast
+                target = target.float()
+                qf1_loss = F.mse_loss(qf1_a_values, target)
+                qf2_loss = F.mse_loss(qf2_a_values, target)
+                qf_loss = qf1_loss + qf2_loss
+                q_optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(qf_loss)
+                q_optimizer.step()
+                self.num_updates += 1
+                update_policy = self.num_updates % hp.policy_frequency == 0
+                if update_policy:
+                    with frozen(self.critic):
+                        actor_loss = -self.critic.q1(obs, self.actor(obs)).float().mean()
+                    actor_optimizer.zero_grad(set_to_none=True)
+                    self.manual_backward(actor_loss)
+                    actor_optimizer.step()
+                    self._actor_metrics = {"losses/actor_loss": actor_loss.detach()}
+            if update_policy and not iteration.skipped:
+                polyak_update(self.target_actor.parameters(), self.actor.parameters(), hp.tau)
+                polyak_update(self.target_critic.parameters(), self.critic.parameters(), hp.tau)
+
+        return {
+            "losses/qf1_values": qf1_a_values.detach().mean(),
+            "losses/qf2_values": qf2_a_values.detach().mean(),
+            "losses/qf1_loss": qf1_loss.detach(),
+            "losses/qf2_loss": qf2_loss.detach(),
+            "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+            **self._actor_metrics,
+        }
