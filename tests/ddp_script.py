@@ -34,6 +34,9 @@ class RecordRank(L.Callback):
         if self.first_obs is None:
             self.first_obs = pl_module.collector.obs.tolist()
 
+    def on_train_end(self, trainer, pl_module):
+        self.episodes = len(pl_module.collector.recent_returns)
+
 
 def main() -> None:
     out, algo, *overrides = sys.argv[1:]
@@ -41,11 +44,12 @@ def main() -> None:
     nodes = int(options.pop("nodes", 1))
     devices = int(options.pop("devices", 2 if nodes == 1 else 1))
     precision = options.pop("precision", "32-true")
+    strategy = options.pop("strategy", "ddp")
     kwargs = {key: json.loads(value) for key, value in options.items()}
     model = getattr(lightrl, algo)(**kwargs)
     record = RecordRank()
     trainer = L.Trainer(
-        accelerator="cpu", devices=devices, num_nodes=nodes, strategy="ddp", precision=precision,
+        accelerator="cpu", devices=devices, num_nodes=nodes, strategy=strategy, precision=precision,
         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[record],
     )
@@ -58,6 +62,7 @@ def main() -> None:
         "global_step": trainer.global_step,
         "train_batches": record.train_batches,
         "first_obs": record.first_obs,
+        "episodes": record.episodes,
         "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
     }
     Path(out).mkdir(parents=True, exist_ok=True)

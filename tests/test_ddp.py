@@ -20,9 +20,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ddp(tmp_path: Path, algo: str, **kwargs) -> list[dict]:
+def run_ddp(tmp_path: Path, algo: str, strategy: str = "ddp", **kwargs) -> list[dict]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
-    args = [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
+    args = [f"strategy={strategy}"] + [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), algo, *args], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -43,6 +43,33 @@ def test_ppo_ddp_two_processes(tmp_path):
     ranks = run_ddp(tmp_path, "PPO", env_id="CartPole-v1", num_envs=4, num_steps=64, total_timesteps=2048, seed=1)
     assert_data_parallel(ranks, 2048)
     assert ranks[0]["train_batches"] == 4 and ranks[0]["global_step"] == 4 * 4 * 4
+
+
+@pytest.mark.timeout(300)
+def test_uneven_episode_ends_across_ranks_do_not_hang(tmp_path):
+    # A2C's 5-step rollouts end mid-episode; with their own seeds the ranks finish different numbers of
+    # episodes, at different steps. Batches are counted in global env steps, so both ranks still agree.
+    ranks = run_ddp(tmp_path, "A2C", env_id="CartPole-v1", num_envs=2, num_steps=5, total_timesteps=2000, seed=3)
+    assert_data_parallel(ranks, 2000)
+    assert ranks[0]["episodes"] != ranks[1]["episodes"]
+    assert ranks[0]["train_batches"] == 100  # 2000 / (2 ranks * 2 envs * 5 steps)
+
+
+@pytest.mark.timeout(300)
+def test_dqn_ddp_two_processes(tmp_path):
+    # Updates start at learning_starts (global env steps) on both ranks at once: 64 gradient steps every 64 env steps.
+    ranks = run_ddp(tmp_path, "DQN", env_id="CartPole-v1", num_envs=2, total_timesteps=1024, learning_starts=256,
+                    buffer_size=2048, batch_size=32, train_frequency=64, gradient_steps=4, seed=1)
+    assert_data_parallel(ranks, 1024)
+    assert ranks[0]["train_batches"] == (1024 - 256) // 64
+
+
+@pytest.mark.timeout(300)
+def test_sac_ddp_two_processes(tmp_path):
+    # Each of SAC's backward passes reaches one optimizer's parameters only, hence find_unused_parameters.
+    ranks = run_ddp(tmp_path, "SAC", strategy="ddp_find_unused_parameters_true", env_id="Pendulum-v1", num_envs=1,
+                    total_timesteps=600, learning_starts=200, batch_size=32, hidden_sizes=[32, 32], seed=1)
+    assert_data_parallel(ranks, 600)
 
 
 @pytest.mark.timeout(300)
