@@ -18,15 +18,17 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-# Each row: the lightrl model and the SB3 model on the same hyperparameters (see shared/ANCHORS.md).
+EXPERIMENTS = Path(__file__).parent
+
+# Each row: the lightrl experiment config, and the SB3 algorithm, kwargs and number of envs of the same recipe
+# (see shared/ANCHORS.md). `timesteps` is the row's default budget.
 ROWS = {
     "ppo_cleanrl": {
         "title": "PPO CartPole-v1, CleanRL defaults",
         "timesteps": 100_000,
-        "lightrl": ("PPO", dict(env_id="CartPole-v1", num_envs=4, num_steps=128, learning_rate=2.5e-4, anneal_lr=True, gamma=0.99,
-                                gae_lambda=0.95, num_minibatches=4, update_epochs=4, clip_coef=0.2, clip_vloss=True, ent_coef=0.01,
-                                vf_coef=0.5, max_grad_norm=0.5, hidden_sizes=[64, 64])),
+        "lightrl": "ppo_cleanrl_cartpole.yaml",
         "sb3": ("PPO", dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
                             clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
                             policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))), 4),
@@ -34,12 +36,39 @@ ROWS = {
     "ppo_zoo": {
         "title": "PPO CartPole-v1, RL-zoo recipe",
         "timesteps": 100_000,
-        "lightrl": ("PPO", dict(env_id="CartPole-v1", num_envs=8, num_steps=32, learning_rate=1e-3, anneal_lr=True, gamma=0.98,
-                                gae_lambda=0.8, num_minibatches=1, update_epochs=20, clip_coef=0.2, clip_vloss=False, ent_coef=0.0)),
+        "lightrl": "ppo_cartpole.yaml",
         "sb3": ("PPO", dict(n_steps=32, batch_size=256, n_epochs=20, learning_rate="linear:1e-3", gamma=0.98, gae_lambda=0.8,
-                            clip_range=0.2, ent_coef=0.0), 8),
+                            clip_range="linear:0.2", ent_coef=0.0), 8),
+    },
+    "dqn_zoo": {
+        "title": "DQN CartPole-v1, RL-zoo recipe",
+        "timesteps": 50_000,
+        "lightrl": "dqn_cartpole.yaml",
+        "sb3": ("DQN", dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+                            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+                            exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])), 1),
+    },
+    "sac_pendulum": {
+        "title": "SAC Pendulum-v1, lr 1e-3",
+        "timesteps": 10_000,
+        "lightrl": "sac_pendulum.yaml",
+        "sb3": ("SAC", dict(learning_rate=1e-3), 1),
     },
 }
+
+
+def lightrl_config(row: dict) -> dict:
+    import yaml
+
+    return yaml.safe_load((EXPERIMENTS / row["lightrl"]).read_text())["model"]
+
+
+def lightrl_model(row: dict, timesteps: int, seed: int):
+    import lightrl
+
+    config = lightrl_config(row)
+    cls = getattr(lightrl, config["class_path"].rsplit(".", 1)[1])
+    return cls(**{**config["init_args"], "total_timesteps": timesteps, "seed": seed})
 
 
 def sb3_value(value):
@@ -54,8 +83,7 @@ def run_lightrl(row: dict, timesteps: int, seed: int) -> dict:
 
     import lightrl
 
-    name, kwargs = row["lightrl"]
-    model = getattr(lightrl, name)(total_timesteps=timesteps, seed=seed, **kwargs)
+    model = lightrl_model(row, timesteps, seed)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=-1)
     start = time.perf_counter()
     trainer.fit(model)
@@ -70,7 +98,7 @@ def run_sb3(row: dict, timesteps: int, seed: int) -> dict:
     from stable_baselines3.common.evaluation import evaluate_policy
 
     name, kwargs, num_envs = row["sb3"]
-    env_id = row["lightrl"][1]["env_id"]
+    env_id = lightrl_config(row)["init_args"]["env_id"]
     env = make_vec_env(env_id, n_envs=num_envs, seed=seed)
     model = getattr(sb3, name)("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **{k: sb3_value(v) for k, v in kwargs.items()})
     start = time.perf_counter()
@@ -95,6 +123,18 @@ def measure(row_name: str, library: str, timesteps: int, seed: int) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def memory_report() -> None:
+    """Bytes per stored transition, and a full 1M-transition buffer, for HalfCheetah-sized spaces."""
+    import torch
+
+    from lightrl.data.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(1_000_000, 1, (17,), torch.float32, (6,), torch.float32)
+    naive = 2 * 17 * 4 + 6 * 4 + 4 + 1  # obs and next_obs, action, reward, done
+    print(f"replay buffer, obs (17,) + action (6,) float32: {buffer.bytes_per_transition:.1f} bytes/transition "
+          f"(storing next_obs too: {naive}); a full 1M buffer holds {buffer.nbytes / 2**20:.0f} MiB", flush=True)
+
+
 def summarize(values: list[float]) -> str:
     return f"{min(values):8.0f} {statistics.median(values):8.0f} {max(values):8.0f}"
 
@@ -111,6 +151,7 @@ def main() -> None:
         worker(row_name, library, int(steps), int(seed))
         return
 
+    memory_report()
     print(f"{'row':<36} {'library':<8} {'SPS min':>8} {'median':>8} {'max':>8} {'return (median)':>16}")
     for row_name in args.rows:
         timesteps = args.timesteps or ROWS[row_name]["timesteps"]
@@ -121,9 +162,9 @@ def main() -> None:
         for library, runs in results.items():
             sps = [r["sps"] for r in runs]
             ret = statistics.median(r["return"] for r in runs)
-            print(f"{ROWS[row_name]['title']:<36} {library:<8} {summarize(sps)} {ret:16.1f}")
+            print(f"{ROWS[row_name]['title']:<36} {library:<8} {summarize(sps)} {ret:16.1f}", flush=True)
         ratio = statistics.median(r["sps"] for r in results["lightrl"]) / statistics.median(r["sps"] for r in results["sb3"])
-        print(f"{'':<36} {'ratio':<8} lightrl/SB3 median SPS = {ratio:.2f}x  ({args.repeats} repeats, {timesteps} steps)")
+        print(f"{'':<36} {'ratio':<8} lightrl/SB3 median SPS = {ratio:.2f}x  ({args.repeats} repeats, {timesteps} steps)", flush=True)
 
 
 if __name__ == "__main__":
