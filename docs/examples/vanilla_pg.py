@@ -9,7 +9,7 @@ tests/test_custom_algorithm.py runs it the same way.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ from lightrl.losses import normalize, policy_gradient_loss, value_loss
 
 
 class VanillaPG(OnPolicyAlgorithm):
-    """REINFORCE with a value baseline: one gradient step per rollout, Monte-Carlo advantages (lambda = 1).
+    """REINFORCE with a value baseline: one gradient step per rollout, Monte-Carlo advantages (``gae_lambda=1``).
 
     The base class supplies the envs, the rollouts with GAE, the env-step budget, logging and the CLI.
     """
@@ -30,10 +30,13 @@ class VanillaPG(OnPolicyAlgorithm):
         num_steps: int = 64,
         learning_rate: float = 3e-3,
         gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        hidden_sizes: Sequence[int] = (64, 64),
         **kwargs: Any,
     ):
-        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=1.0,
-                         hidden_sizes=(64, 64), **kwargs)
+        # Pass on only your own arguments (and **kwargs): hyperparameters are recorded from the signatures.
+        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda,
+                         hidden_sizes=hidden_sizes, **kwargs)
         self.automatic_optimization = False
         self.build_agent()  # checks the env's spaces and builds self.agent, an ActorCritic
 

@@ -48,6 +48,10 @@ class RLModule(L.LightningModule):
     and strategy. ``total_timesteps`` counts env steps over all sub-envs and all DDP ranks; training
     stops once :attr:`env_steps` reaches it, so no ``max_steps`` is needed.
 
+    Hyperparameters are recorded from the ``__init__`` signatures (``save_hyperparameters``, and
+    LightningCLI's parser), so a subclass should pass to ``super().__init__`` only its own arguments and
+    ``**kwargs``, not literals: a literal would be missing from ``hparams`` when the CLI builds the model.
+
     Args:
         env_id: A registered gymnasium id.
         seed: Seeds the networks' initialisation, the envs (``seed + rank * num_envs + i``) and the
