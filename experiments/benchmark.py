@@ -6,6 +6,7 @@ medians, and the deterministic evaluation return (10 episodes) at the end of eac
 
     python experiments/benchmark.py                      # every row, 3 repeats
     python experiments/benchmark.py --rows ppo_cleanrl --repeats 5 --timesteps 100000
+    python experiments/benchmark.py --ddp                 # total SPS of 1 vs 2 DDP processes (CPU, gloo)
 
 Needs the `bench` extra (`pip install -e .[bench]`; `make benchmark` installs it).
 """
@@ -114,6 +115,37 @@ def worker(row_name: str, library: str, timesteps: int, seed: int) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def ddp_worker(devices: int, timesteps: int) -> None:
+    """PPO with CleanRL's defaults over ``devices`` CPU processes (4 envs each); rank 0 prints the total SPS."""
+    import lightning as L
+
+    import lightrl
+
+    model = lightrl_model(ROWS["ppo_cleanrl"], timesteps, seed=1)
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=-1)
+    start = time.perf_counter()
+    trainer.fit(model)
+    if trainer.is_global_zero:
+        print("RESULT " + json.dumps({"sps": model.env_steps / (time.perf_counter() - start), "env_steps": model.env_steps}))
+
+
+def ddp_report(timesteps: int, repeats: int) -> None:
+    """Total env steps/s of 1 vs 2 DDP processes on this machine, alternating."""
+    results: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for devices in (1, 2):
+            proc = subprocess.run([sys.executable, __file__, "--ddp-worker", str(devices), str(timesteps)], capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"DDP with {devices} processes failed:\n{proc.stderr[-3000:]}")
+            results[devices].append(json.loads(lines[-1][len("RESULT "):])["sps"])
+    for devices, sps in results.items():
+        print(f"{'PPO CartPole-v1, CleanRL, DDP (gloo)':<36} {f'{devices} proc':<8} {summarize(sps)}", flush=True)
+    ratio = statistics.median(results[2]) / statistics.median(results[1])
+    print(f"{'':<36} {'ratio':<8} 2 vs 1 process total SPS = {ratio:.2f}x  ({repeats} repeats, {timesteps} steps)", flush=True)
+
+
 def measure(row_name: str, library: str, timesteps: int, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", row_name, library, str(timesteps), str(seed)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -144,8 +176,16 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=None, help="override every row's budget")
+    parser.add_argument("--ddp", action="store_true", help="report total SPS of 1 vs 2 DDP processes instead")
     parser.add_argument("--worker", nargs=4, metavar=("ROW", "LIB", "STEPS", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-worker", nargs=2, type=int, metavar=("DEVICES", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ddp_worker:
+        ddp_worker(*args.ddp_worker)
+        return
+    if args.ddp:
+        ddp_report(args.timesteps or 100_000, args.repeats)
+        return
     if args.worker:
         row_name, library, steps, seed = args.worker
         worker(row_name, library, int(steps), int(seed))

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightrl.algos.base import RLModule
 from lightrl.utils import load_module
@@ -62,8 +63,9 @@ class LightRLCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as err:  # bad hyperparameters, unknown env id, unsupported space
+        except (ValueError, MisconfigurationException) as err:  # bad hyperparameters, env id, space, devices
             raise UsageError(str(err)) from err
+
 
     def after_fit(self) -> None:
         logger = self.trainer.logger

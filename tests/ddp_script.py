@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class RecordRank(L.Callback):
         self.train_batches = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if os.environ.get("LIGHTRL_TEST_FAIL_RANK") == str(trainer.global_rank):
+            raise RuntimeError(f"injected failure on rank {trainer.global_rank}")
         self.train_batches += 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -45,6 +48,7 @@ def main() -> None:
     devices = int(options.pop("devices", 2 if nodes == 1 else 1))
     precision = options.pop("precision", "32-true")
     strategy = options.pop("strategy", "ddp")
+    evaluate = options.pop("evaluate", "false") == "true"
     kwargs = {key: json.loads(value) for key, value in options.items()}
     model = getattr(lightrl, algo)(**kwargs)
     record = RecordRank()
@@ -65,6 +69,8 @@ def main() -> None:
         "episodes": record.episodes,
         "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
     }
+    if evaluate:
+        facts["eval_return"], _ = lightrl.evaluate(model, num_episodes=10)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"rank{trainer.global_rank}.json").write_text(json.dumps(facts))
 

@@ -86,3 +86,10 @@ def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path / "missing.ckpt")])
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_unavailable_accelerator_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--model", "PPO", "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("lightrl: error: ")

@@ -99,3 +99,24 @@ def test_two_nodes_on_loopback_with_torchrun(tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert_data_parallel(ranks, 1024)  # env_steps counted once across nodes
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_rank_takes_the_job_down(tmp_path):
+    # Rank 1 raises in its first training step; rank 0 must not wait for it forever.
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "LIGHTRL_TEST_FAIL_RANK": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "PPO", 'env_id="CartPole-v1"', "num_envs=2",
+                           "num_steps=32", "total_timesteps=4096"], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "injected failure on rank 1" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ppo_ddp_learns_cartpole_like_a_single_process(tmp_path):
+    # The RL-zoo recipe with its 8 envs split 4 + 4 over two ranks and the same 100k global budget.
+    ranks = run_ddp(tmp_path, "PPO", env_id="CartPole-v1", num_envs=4, num_steps=32, total_timesteps=100_000,
+                    update_epochs=20, num_minibatches=1, gamma=0.98, gae_lambda=0.8, learning_rate=1e-3, ent_coef=0.0,
+                    clip_vloss=False, seed=1, evaluate=True)
+    assert_data_parallel(ranks, 100_096)
+    assert ranks[0]["eval_return"] >= 475
