@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -120,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (UsageError, argparse.ArgumentError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)
+    finally:
+        # Lightning leaves a DDP process group up after fit; gloo's threads can abort the interpreter's exit.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

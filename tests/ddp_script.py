@@ -73,6 +73,9 @@ def main() -> None:
         facts["eval_return"], _ = lightrl.evaluate(model, num_episodes=10)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"rank{trainer.global_rank}.json").write_text(json.dumps(facts))
+    # Lightning leaves the process group up after fit; gloo's threads can abort the interpreter's exit.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
