@@ -109,7 +109,11 @@ def run_sb3(row: dict, timesteps: int, seed: int) -> dict:
     return {"sps": model.num_timesteps / seconds, "return": float(mean), "env_steps": model.num_timesteps}
 
 
-def worker(row_name: str, library: str, timesteps: int, seed: int) -> None:
+def worker(row_name: str, library: str, timesteps: int, seed: int, threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
     row = ROWS[row_name]
     result = (run_lightrl if library == "lightrl" else run_sb3)(row, timesteps, seed)
     print("RESULT " + json.dumps(result))
@@ -146,8 +150,8 @@ def ddp_report(timesteps: int, repeats: int) -> None:
     print(f"{'':<36} {'ratio':<8} 2 vs 1 process total SPS = {ratio:.2f}x  ({repeats} repeats, {timesteps} steps)", flush=True)
 
 
-def measure(row_name: str, library: str, timesteps: int, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", row_name, library, str(timesteps), str(seed)]
+def measure(row_name: str, library: str, timesteps: int, seed: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", row_name, library, str(timesteps), str(seed), "--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -176,6 +180,9 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=None, help="override every row's budget")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads of every run, both libraries (0: torch's default); the networks are "
+                             "tiny, and on a small shared machine extra threads only spin against each other")
     parser.add_argument("--ddp", action="store_true", help="report total SPS of 1 vs 2 DDP processes instead")
     parser.add_argument("--worker", nargs=4, metavar=("ROW", "LIB", "STEPS", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--ddp-worker", nargs=2, type=int, metavar=("DEVICES", "STEPS"), help=argparse.SUPPRESS)
@@ -188,17 +195,18 @@ def main() -> None:
         return
     if args.worker:
         row_name, library, steps, seed = args.worker
-        worker(row_name, library, int(steps), int(seed))
+        worker(row_name, library, int(steps), int(seed), args.threads)
         return
 
     memory_report()
+    print(f"torch threads per run: {args.threads or 'default'}")
     print(f"{'row':<36} {'library':<8} {'SPS min':>8} {'median':>8} {'max':>8} {'return (median)':>16}")
     for row_name in args.rows:
         timesteps = args.timesteps or ROWS[row_name]["timesteps"]
         results: dict[str, list[dict]] = {"lightrl": [], "sb3": []}
         for repeat in range(args.repeats):
             for library in ("lightrl", "sb3"):  # alternate A B A B
-                results[library].append(measure(row_name, library, timesteps, seed=1 + repeat))
+                results[library].append(measure(row_name, library, timesteps, 1 + repeat, args.threads))
         for library, runs in results.items():
             sps = [r["sps"] for r in runs]
             ret = statistics.median(r["return"] for r in runs)

@@ -246,8 +246,24 @@ class RLModule(L.LightningModule):
         start_time, start_steps = self._fit_start
         return (self.env_steps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
 
+    @property
+    def should_log(self) -> bool:
+        """Whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches.
+
+        ``self.log`` costs about 0.3 ms per metric in Lightning 2.6, and on the other batches Lightning
+        drops what was logged. Skipping them also keeps finished episodes in the collector, so they count
+        towards the next logged mean return instead of being lost.
+        """
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return connector is None or connector.should_update_logs
+
     def log_metrics(self, metrics: dict[str, Tensor | float]) -> None:
-        """Log ``metrics`` and the episode statistics with the global env step as the x-axis."""
+        """Log ``metrics`` and the episode statistics with the global env step as the x-axis.
+
+        Does nothing on batches that Lightning does not write (see :attr:`should_log`).
+        """
+        if not self.should_log:
+            return
         returns, lengths = self.collector.pop_finished_episodes()
         if returns:
             self.episode_return.update(torch.tensor(returns, device=self.device))
@@ -260,6 +276,8 @@ class RLModule(L.LightningModule):
         if not math.isnan(mean_return.item()):
             metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
         metrics = {**metrics, "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         # Lightning takes a metric named "step" as the x-axis of every logger.
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
