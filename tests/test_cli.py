@@ -93,3 +93,18 @@ def test_unavailable_accelerator_is_one_line(capsys):
         main(["fit", "--model", "PPO", "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.logger", "false"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("lightrl: error: ")
+
+
+def test_progress_bar_counts_env_steps_with_sps_and_return():
+    import lightning as L
+
+    import lightrl
+    from lightrl.callbacks.progress import EnvStepProgressBar
+
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, seed=1)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1)
+    trainer.fit(model)
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, EnvStepProgressBar)
+    assert bar.train_progress_bar.total == 1024 and bar.train_progress_bar.n == 1024
+    assert set(bar.get_metrics(trainer, model)) == {"SPS"}  # envs are closed after fit: no recent returns

@@ -23,13 +23,17 @@ class EnvStepProgressBar(TQDMProgressBar):
         bar.unit = "steps"
         bar.set_description("env steps")
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, str]:
+        """SPS and the mean return of the last 100 episodes (also shown at the end of the epoch)."""
+        metrics = {"SPS": f"{pl_module.sps:.0f}"}
+        recent = pl_module.collector.recent_returns if pl_module.collector is not None else ()
+        if recent:
+            metrics["return"] = f"{sum(recent) / len(recent):.1f}"
+        return metrics
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = min(pl_module.env_steps, pl_module.hparams.total_timesteps)
         if self._should_update(batch_idx + 1, None) or n >= self.train_progress_bar.total:
             self.train_progress_bar.n = n
-            postfix = {"SPS": f"{pl_module.sps:.0f}"}
-            recent = pl_module.collector.recent_returns if pl_module.collector is not None else ()
-            if recent:
-                postfix["return"] = f"{sum(recent) / len(recent):.1f}"
-            self.train_progress_bar.set_postfix(postfix, refresh=False)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             self.train_progress_bar.refresh()
