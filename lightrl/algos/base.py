@@ -180,6 +180,11 @@ class RLModule(L.LightningModule):
         """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
         raise NotImplementedError
 
+    @property
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The Trainer's AMP grad scaler (``16-mixed``), or None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+
     @contextmanager
     def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
         """One step of each optimizer, with the AMP grad scaler updated once, at the end.
@@ -199,7 +204,7 @@ class RLModule(L.LightningModule):
                 polyak_update(self.target.parameters(), self.online.parameters(), tau)
         """
         iteration = OptimizerIteration()
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        scaler = self.grad_scaler
         if scaler is None or not scaler.is_enabled():
             yield iteration
             return
@@ -276,7 +281,7 @@ class RLModule(L.LightningModule):
         if not math.isnan(mean_return.item()):
             metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
         metrics = {**metrics, "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if self.grad_scaler is not None:
             metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         # Lightning takes a metric named "step" as the x-axis of every logger.

@@ -205,7 +205,7 @@ class OffPolicyAlgorithm(RLModule):
         """
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         amp_clipping = isinstance(plugin, MixedPrecision) and self.hparams.max_grad_norm is not None
-        fused = getattr(plugin, "scaler", None) is None and not amp_clipping and self.device.type in ("cpu", "cuda")
+        fused = self.grad_scaler is None and not amp_clipping and self.device.type in ("cpu", "cuda")
         return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
 
     # ----------------------------------------------------------------- checkpoints
