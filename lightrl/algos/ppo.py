@@ -10,6 +10,10 @@ from torch import Tensor
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
+from lightrl.optim import adam
+
+#: The fields of a rollout batch that each minibatch takes, in the order training_step unpacks them.
+MINIBATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 
 
 class PPO(OnPolicyAlgorithm):
@@ -83,21 +87,26 @@ class PPO(OnPolicyAlgorithm):
         self.build_agent()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.agent.parameters(), lr=self.hparams.learning_rate, eps=1e-5)
+        optimizer = adam(self, self.agent.parameters(), self.hparams.learning_rate, eps=1e-5)
         return {"optimizer": optimizer, "lr_scheduler": self.linear_lr_schedule(optimizer, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)
+        tic = self.timer.start()
         hp = self.hparams
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        minibatch_size = batch["obs"].shape[0] // hp.num_minibatches
+        n = batch["obs"].shape[0]
+        minibatch_size = n // hp.num_minibatches
         for _epoch in range(hp.update_epochs):
-            for mb in torch.randperm(batch["obs"].shape[0], device=self.device).split(minibatch_size):
-                _, newlogprob, entropy, newvalue = self.agent.get_action_and_value(batch["obs"][mb], batch["actions"][mb])
-                mb_advantages = normalize(batch["advantages"][mb]) if hp.norm_adv else batch["advantages"][mb]
-                pg_loss, stats = clipped_surrogate_loss(newlogprob, batch["logprobs"][mb], mb_advantages, hp.clip_coef)
-                old_values = batch["values"][mb] if hp.clip_vloss else None
-                v_loss = value_loss(newvalue, batch["returns"][mb], old_values, hp.clip_coef)
+            perm = torch.randperm(n, device=self.device)
+            # One gather per field and epoch; the minibatches are then views (same samples as batch[key][mb]).
+            minibatches = zip(*(batch[key][perm].split(minibatch_size) for key in MINIBATCH_KEYS))
+            for i, (obs, actions, logprobs, values, advantages, returns) in enumerate(minibatches):
+                last = i == hp.num_minibatches - 1  # diagnostics of the epoch's last minibatch: target_kl and logging
+                _, newlogprob, entropy, newvalue = self.agent.get_action_and_value(obs, actions)
+                mb_advantages = normalize(advantages) if hp.norm_adv else advantages
+                pg_loss, stats = clipped_surrogate_loss(newlogprob, logprobs, mb_advantages, hp.clip_coef, diagnostics=last)
+                v_loss = value_loss(newvalue, returns, values if hp.clip_vloss else None, hp.clip_coef)
                 entropy_loss = entropy.mean()
                 loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
 
@@ -108,6 +117,7 @@ class PPO(OnPolicyAlgorithm):
                 break
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,
             "losses/value_loss": v_loss.detach(),
