@@ -23,6 +23,7 @@ from lightrl.data.collector import Collector
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
+from lightrl.timing import IterationTimer
 
 
 def require(condition: bool, message: str) -> None:
@@ -103,6 +104,7 @@ class RLModule(L.LightningModule):
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
+        self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
 
     # ----------------------------------------------------------------- spaces and envs
     def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
@@ -234,8 +236,10 @@ class RLModule(L.LightningModule):
     # ----------------------------------------------------------------- budget and logging
     def on_train_start(self) -> None:
         self._fit_start = (time.perf_counter(), self.env_steps)
+        self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.timer.step()
         if self.budget_reached:
             self.trainer.should_stop = True
 
@@ -280,7 +284,7 @@ class RLModule(L.LightningModule):
         self.episode_length.reset()
         if not math.isnan(mean_return.item()):
             metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
-        metrics = {**metrics, "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
+        metrics = {**metrics, **self.timer.metrics(), "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
         if self.grad_scaler is not None:
             metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)

@@ -147,22 +147,30 @@ class OffPolicyAlgorithm(RLModule):
             self.collect_step()
             num_steps = self.updates_due(before, self.env_steps)
             if num_steps:
-                yield self.sample(num_steps)
+                tic = self.timer.start()
+                batch = self.sample(num_steps)
+                self.timer.add("data", tic)
+                yield batch
 
     def collect_step(self) -> None:
         """One vector step with the exploration policy, stored in the replay buffer."""
-        collector = self.collector
+        collector, timer = self.collector, self.timer
         obs = collector.obs
+        tic = timer.start()
         with torch.no_grad(), self.acting_context():
             if self.env_steps < self.hparams.learning_starts:  # uniform warm-up, as in SB3 and CleanRL's SAC/TD3
                 actions = self.random_actions(obs.shape[0])
             else:
                 actions = self.explore(obs)
+        tic = timer.add("inference", tic)
         step = collector.step(actions)
+        tic = timer.add("env_step", tic)
         self.replay_buffer.add(obs, actions, step.rewards, step.terminated, step.truncated, step.next_obs, step.final_obs)
+        tic = timer.add("data", tic)
         before = self.env_steps
         self.env_steps += self.steps_per_env_step
         self.after_env_step(before, self.env_steps)
+        timer.add("learn", tic)  # target-network updates
 
     def random_actions(self, n: int) -> Tensor:
         """``n`` uniformly random actions from the exploration generator."""
@@ -189,7 +197,9 @@ class OffPolicyAlgorithm(RLModule):
     # ----------------------------------------------------------------- training
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)
+        tic = self.timer.start()
         metrics = self.train_batch(batch)
+        self.timer.add("learn", tic)
         if self.should_log:  # skip building the metrics' log calls on batches Lightning does not write
             self.log_metrics(metrics)
 
