@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -23,6 +24,7 @@ from lightrl.data.collector import Collector
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
+from lightrl.optim import clip_grad_norm_
 from lightrl.timing import IterationTimer
 
 
@@ -61,6 +63,8 @@ class RLModule(L.LightningModule):
         num_envs: Sub-envs per process.
         vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
         env_kwargs: Keyword arguments for ``gym.make``.
+        compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
+            :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
 
     Example::
 
@@ -91,12 +95,14 @@ class RLModule(L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
         require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
         require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+        require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
         self.save_hyperparameters()
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
@@ -224,7 +230,11 @@ class RLModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
         max_grad_norm = self.hparams.get("max_grad_norm")
-        if max_grad_norm is not None:
+        if max_grad_norm is None:
+            return
+        if type(self.trainer.precision_plugin) in (Precision, MixedPrecision) and self.grad_scaler is None:
+            clip_grad_norm_(optimizer, max_grad_norm)  # what those plugins do, without ~50 us of wrappers per step
+        else:
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
 
     def acting_context(self):

@@ -26,12 +26,12 @@ from typing import Any, Iterator
 
 import torch
 from gymnasium import spaces
-from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
 from lightrl.data.collector import obs_dtype
 from lightrl.data.replay import ReplayBuffer
+from lightrl.optim import adam
 
 
 class OffPolicyAlgorithm(RLModule):
@@ -208,15 +208,8 @@ class OffPolicyAlgorithm(RLModule):
         raise NotImplementedError
 
     def adam(self, params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
-        """Adam, with the fused kernel (the fastest on CPU) where Lightning allows it.
-
-        A fused optimizer unscales inside its own ``step()``: with a grad scaler Lightning would not unscale
-        before :meth:`on_before_optimizer_step`, and under mixed precision it refuses to clip its gradients.
-        """
-        plugin = self.trainer.precision_plugin if self._trainer is not None else None
-        amp_clipping = isinstance(plugin, MixedPrecision) and self.hparams.max_grad_norm is not None
-        fused = self.grad_scaler is None and not amp_clipping and self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
+        """Adam, with the fused kernel where Lightning allows it (see :func:`lightrl.optim.adam`)."""
+        return adam(self, params, lr, **kwargs)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
+from lightrl.compile import maybe_compile
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.losses import explained_variance, gae
 from lightrl.nn.actor_critic import ActorCritic
@@ -38,6 +39,12 @@ class OnPolicyAlgorithm(RLModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
             self.agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
+        self._compiled_sample = None  # with compile=True, set in on_fit_start
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.hparams.compile:
+            self._compiled_sample = maybe_compile(self.agent.sample, True, self.device)
 
     @property
     def batch_size(self) -> int:
@@ -71,7 +78,7 @@ class OnPolicyAlgorithm(RLModule):
         with self.acting_context():
             for t in range(self.hparams.num_steps):
                 obs = collector.obs
-                action, logprob, value = self.agent.sample(obs)
+                action, logprob, value = (self._compiled_sample or self.agent.sample)(obs)
                 tic = timer.add("inference", tic)
                 step = collector.step(action)
                 tic = timer.add("env_step", tic)
