@@ -273,6 +273,8 @@ class ReplayBuffer:
         ages, envs = self._sample_starts(batch_size, n_step, generator)
         start = self.num_adds - 1 - ages  # global index of each start transition
         rows = self.num_rows
+        if n_step == 1:
+            return self._sample_one_step(start, envs, gamma)
 
         returns = torch.zeros(batch_size, dtype=torch.float32, device=self.device)
         steps = torch.zeros(batch_size, dtype=torch.float32, device=self.device)
@@ -303,6 +305,26 @@ class ReplayBuffer:
             "next_observations": next_observations,
             "terminations": terminated.float(),
             "discounts": torch.pow(torch.tensor(gamma, dtype=torch.float32, device=self.device), steps),
+        }
+
+    def _sample_one_step(self, start: Tensor, envs: Tensor, gamma: float) -> dict[str, Tensor]:
+        """:meth:`sample` with ``n_step=1``: the same tensors as its n-step loop, with a third of the ops."""
+        rows, batch_size = self.num_rows, start.shape[0]
+        row = start % rows
+        terminated = self.terminations[row, envs]
+        truncated = self.truncations[row, envs]  # never set together with terminations (see add)
+        obs_dims = (1,) * len(self.obs_shape)
+        next_observations = self.observations[(start + 1) % (rows + 1), envs]
+        if bool(truncated.any()):
+            final_slot = torch.where(truncated, self.final_slot[row, envs].long(), 0)
+            next_observations = torch.where(truncated.view(-1, *obs_dims), self.final_obs[final_slot], next_observations)
+        return {
+            "observations": self.observations[start % (rows + 1), envs],
+            "actions": self.actions[row, envs],
+            "rewards": self.rewards[row, envs],
+            "next_observations": next_observations.masked_fill(terminated.view(-1, *obs_dims), 0),
+            "terminations": terminated.float(),
+            "discounts": torch.full((batch_size,), gamma, dtype=torch.float32, device=self.device),
         }
 
     def _sample_starts(self, batch_size: int, n_step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
