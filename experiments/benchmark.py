@@ -66,7 +66,7 @@ ROWS = {
     },
     "td3_pendulum": {
         "title": "TD3 Pendulum-v1, RL-zoo recipe",
-        "timesteps": 20_000,
+        "timesteps": 10_000,
         "lightrl": "td3_pendulum.yaml",
         # SB3 scales actions to [-1, 1]: its noise of 0.1 is lightrl's exploration_noise 0.1 (relative to the scale).
         "sb3": ("TD3", dict(learning_rate=1e-3, buffer_size=200_000, gamma=0.98, tau=0.005, batch_size=256, learning_starts=1000,
