@@ -15,7 +15,8 @@ greedy Breakout policy can stall without pressing FIRE).
     python experiments/benchmark.py --ddp                 # total SPS of 1 vs 2 DDP processes (CPU, gloo)
 
 ``--plot DIR`` writes ``<row>.png`` (return against env steps, mean and min-max band over the repeats' seeds,
-both libraries on the same axes) and ``sps.png`` (median SPS per row, min-max bars). Needs the `bench` extra
+both libraries on the same axes), ``<row>.json`` (each run's SPS and return) and ``sps.png`` (median SPS per
+row, min-max bars, from every ``<row>.json`` in DIR, so rows measured in separate invocations share it). Needs the `bench` extra
 (`pip install -e .[bench]`; `make benchmark` installs it), and `atari` for the Atari row.
 """
 
@@ -392,12 +393,22 @@ def plot_row(out: Path, row_name: str, results: dict[str, list[dict]], timesteps
     return path
 
 
-def plot_sps(out: Path, table: dict[str, dict[str, list[dict]]]) -> Path:
+def save_row(out: Path, row_name: str, results: dict[str, list[dict]], timesteps: int, threads: int) -> None:
+    """``DIR/<row>.json``: SPS and return of each run (not the episodes), for :func:`plot_sps` across invocations."""
+    runs = {library: [{"sps": r["sps"], "return": r["return"]} for r in rs] for library, rs in results.items()}
+    record = {"title": ROWS[row_name]["title"], "timesteps": timesteps, "threads": threads,
+              "date": time.strftime("%Y-%m-%d"), "runs": runs}
+    (out / f"{row_name}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def plot_sps(out: Path) -> Path:
+    """``DIR/sps.png`` from every ``DIR/<row>.json``: median SPS of each library per row, min-max bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    table = {name: json.loads((out / f"{name}.json").read_text())["runs"] for name in ROWS if (out / f"{name}.json").exists()}
     names = list(table)
     libraries = sorted({library for results in table.values() for library in results})
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.7 * len(names)))
@@ -414,10 +425,18 @@ def plot_sps(out: Path, table: dict[str, dict[str, list[dict]]]) -> Path:
             errors[0].append(median - min(sps))
             errors[1].append(max(sps) - median)
         ax.barh(ys, medians, height=height, xerr=errors, capsize=3, label=library)
+    for i, name in enumerate(names):
+        runs = table[name]
+        if "lightrl" in runs and "sb3" in runs:
+            medians = [statistics.median(r["sps"] for r in runs[library]) for library in ("lightrl", "sb3")]
+            ax.text(max(r["sps"] for rs in runs.values() for r in rs) * 1.15, i, f"{medians[0] / medians[1]:.2f}x",
+                    va="center", fontsize=8)
     ax.set_yticks(range(len(names)), [ROWS[name]["title"] for name in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("env steps per second (median, min-max bars; log scale)")
+    ax.set_xlim(right=ax.get_xlim()[1] * 2)  # room for the ratios
+    ax.set_xlabel("env steps per second (median, min-max bars, log scale)")
+    ax.set_title("SPS per row; lightrl/SB3 ratio of medians at right", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -466,7 +485,6 @@ def main() -> None:
     libraries = ("lightrl", COMPARISONS[args.compare])
     print(f"torch threads per run: {args.threads or 'default'}")
     print(f"{'row':<38} {'library':<17} {'SPS min':>8} {'median':>8} {'max':>8} {'return (median)':>16}")
-    table: dict[str, dict[str, list[dict]]] = {}
     for row_name in args.rows:
         timesteps = args.timesteps or ROWS[row_name]["timesteps"]
         results: dict[str, list[dict]] = {library: [] for library in libraries}
@@ -485,12 +503,12 @@ def main() -> None:
             halves = [statistics.median(r["sps_second_half"] for r in results[library]) for library in libraries]
             print(f"{'':<38} {'second half':<17} median SPS {halves[0]:.0f} vs {halves[1]:.0f} = {halves[0] / halves[1]:.3f}x "
                   "(after compilation)", flush=True)
-        table[row_name] = results
-        if args.plot:
+        if args.plot and args.compare == "sb3":
             args.plot.mkdir(parents=True, exist_ok=True)
+            save_row(args.plot, row_name, results, timesteps, args.threads)
             print(f"{'':<38} wrote {plot_row(args.plot, row_name, results, timesteps)}", flush=True)
-    if args.plot:
-        print(f"wrote {plot_sps(args.plot, table)}")
+    if args.plot and args.compare == "sb3":
+        print(f"wrote {plot_sps(args.plot)} (every row saved in {args.plot})")
     if args.compare == "sb3" and args.rows == DEFAULT_ROWS:
         gpu_report(50_000, args.repeats)
 
