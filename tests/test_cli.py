@@ -74,8 +74,8 @@ def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     main(["fit", "--model", "PPO", "--model.total_timesteps", "1024", "--trainer.logger", "CSVLogger",
           "--trainer.logger.save_dir", "logs", "--trainer.default_root_dir", "logs", *QUIET])
-    checkpoints = list(tmp_path.glob("logs/**/*.ckpt"))
-    assert len(checkpoints) == 1
+    checkpoints = sorted(tmp_path.glob("logs/**/*.ckpt"))
+    assert [c.name for c in checkpoints] == ["epoch=0-step=1024.ckpt", "last.ckpt"]  # the end of the run, and last to resume from
     metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()
     assert metrics[0].split(",")[-1] == "step"  # env steps are the x-axis
     assert [row.split(",")[-1] for row in metrics[1:]] == ["512", "1024"]

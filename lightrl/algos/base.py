@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 import warnings
@@ -14,13 +15,15 @@ import lightning as L
 import numpy as np
 import torch
 from gymnasium import spaces
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.data.collector import Collector
+from lightrl.algos.resume import check_resume, class_path, gather_ranks, rng_state, set_rng_state
+from lightrl.data.collector import Collector, NonFiniteError
 from lightrl.data.datasets import experience_loader
+from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
 
@@ -29,6 +32,16 @@ def require(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition`` holds: hyperparameter checks, before any env exists."""
     if not condition:
         raise ValueError(message)
+
+
+def wandb_run_id(trainer: L.Trainer | None) -> str | None:
+    """The id of the trainer's W&B run, kept in checkpoints so that a resumed run logs to the same run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in getattr(trainer, "loggers", None) or []:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            return logger.version
+    return None
 
 
 @dataclass
@@ -60,6 +73,12 @@ class RLModule(L.LightningModule):
         num_envs: Sub-envs per process.
         vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
         env_kwargs: Keyword arguments for ``gym.make``.
+        eval_frequency: Evaluate every this many env steps (and at the end) on separate envs, logging
+            ``eval/return_mean`` and ``eval/return_std``, and keep the best checkpoint by evaluation
+            return plus ``last`` (see :class:`~lightrl.callbacks.EvalCheckpoint`); 0 disables it.
+        eval_episodes: Deterministic episodes per evaluation.
+        capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
+        check_env: Run gymnasium's env checker on the env before training.
 
     Example::
 
@@ -90,12 +109,20 @@ class RLModule(L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
+        eval_frequency: int = 0,
+        eval_episodes: int = 10,
+        capture_video: bool = False,
+        check_env: bool = False,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
         require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
         require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+        require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
+        require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
+        if capture_video:
+            require_video_support()
         self.save_hyperparameters()
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
@@ -103,6 +130,9 @@ class RLModule(L.LightningModule):
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
+        self._resume_states: list[dict[str, Any]] | None = None
+        self._local_checkpoint = False
+        self._final_rank_state: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- spaces and envs
     def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
@@ -111,6 +141,8 @@ class RLModule(L.LightningModule):
         Raises:
             ValueError: on an unknown env id, or a space this algorithm does not support.
         """
+        if self.hparams.check_env:
+            run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
         env = make_env(self.hparams.env_id, self.hparams.env_kwargs)
         try:
             obs_space, action_space = env.observation_space, env.action_space
@@ -156,12 +188,21 @@ class RLModule(L.LightningModule):
 
     def teardown(self, stage: str) -> None:
         if stage == "fit" and self.collector is not None:
+            self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
             self.collector.close()
             self.collector = None
 
     def train_dataloader(self) -> DataLoader:
         self.collector.device = self.device
-        return experience_loader(self.generate_batches)
+        return experience_loader(self._batches)
+
+    def _batches(self) -> Iterator[Any]:
+        # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
+        self.apply_resume_state()
+        try:
+            yield from self.generate_batches()
+        except NonFiniteError as err:
+            self.fail_nonfinite(str(err))
 
     def next_batch(self, dataloader_iter: Iterator) -> Any:
         """The next batch, fetched when the step asks for it.
@@ -219,11 +260,22 @@ class RLModule(L.LightningModule):
         if iteration.skipped:
             self.skipped_optimizer_steps += 1
 
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
+        if not bool(torch.isfinite(loss).all()):
+            self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
+        super().manual_backward(loss, *args, **kwargs)
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
         max_grad_norm = self.hparams.get("max_grad_norm")
-        if max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+        if max_grad_norm is None:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+        # Under 16-mixed, inf gradients are the grad scaler's business: it skips the step and lowers the scale.
+        if self.grad_scaler is None and not bool(torch.isfinite(norm)):
+            self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(norm)) else 'Inf'} in the gradients")
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
@@ -288,15 +340,82 @@ class RLModule(L.LightningModule):
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        from lightrl.callbacks.progress import EnvStepProgressBar
+        from lightrl.callbacks import default_callbacks
 
-        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
-        return [EnvStepProgressBar()] if type(bar) is TQDMProgressBar else []
+        return default_callbacks(self)
 
-    # ----------------------------------------------------------------- checkpoints
+    # ----------------------------------------------------------------- checkpoints and guards
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        cls = type(self)
-        checkpoint["lightrl"] = {"env_steps": self.env_steps, "class_path": f"{cls.__module__}.{cls.__qualname__}"}
+        checkpoint["lightrl"] = {
+            "env_steps": self.env_steps,
+            "class_path": class_path(self),
+            "env_id": self.hparams.env_id,
+            "observation_space": repr(getattr(self, "observation_space", None)),
+            "action_space": repr(getattr(self, "action_space", None)),
+            "world_size": self.world_size,
+            "wandb_run_id": wandb_run_id(self._trainer),
+        }
+        if self.collector is not None:  # fitting: add each rank's envs, RNGs and algorithm state
+            state = self.rank_state()
+            local = self._local_checkpoint or self.world_size == 1
+            checkpoint["lightrl_ranks"] = [state] if local else gather_ranks(state, self.world_size)
+        elif self._final_rank_state is not None and self.world_size == 1:  # after fit: the state it ended with
+            checkpoint["lightrl_ranks"] = [self._final_rank_state]
+
+    def rank_state(self) -> dict[str, Any]:
+        """This process's part of a checkpoint: RNG states and the collector (extend it in a subclass)."""
+        return {"rng": rng_state(), "collector": self.collector.state_dict()}
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`rank_state` (extend it in a subclass); the RNG states are restored last."""
+        self.collector.load_state_dict(state["collector"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.env_steps = checkpoint.get("lightrl", {}).get("env_steps", 0)
+        check_resume(self, checkpoint)
+        self.env_steps = checkpoint["lightrl"]["env_steps"]
+        self._resume_states = checkpoint.get("lightrl_ranks")
+
+    def apply_resume_state(self) -> None:
+        """Continue this rank's envs, RNGs and algorithm state from the checkpoint being resumed, if any."""
+        states, self._resume_states = self._resume_states, None
+        if states is None or self._trainer is None:
+            return
+        if len(states) != self.world_size:
+            warnings.warn(
+                f"The checkpoint holds the state of {len(states)} process(es) and this run has {self.world_size}: "
+                "weights, optimizer and counters are restored, envs restart from fresh episodes and RNGs are not restored.",
+                stacklevel=2,
+            )
+            self.collector.load_state_dict({**self.collector.state_dict(), "obs": None, "envs": {"error": "world size changed"}})
+            return
+        state = states[self.trainer.global_rank]
+        self.load_rank_state(state)
+        set_rng_state(state["rng"])
+
+    def checkpoint_dir(self) -> str:
+        """Where this run's checkpoints go: the ModelCheckpoint's folder, else ``<default_root_dir>/checkpoints``."""
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.dirpath:
+            return str(callback.dirpath)
+        return os.path.join(self.trainer.default_root_dir, "checkpoints")
+
+    def save_local_checkpoint(self, filename: str) -> str:
+        """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on)."""
+        rank = self.trainer.global_rank
+        path = os.path.join(self.checkpoint_dir(), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
+        self._local_checkpoint = True
+        try:
+            checkpoint = self.trainer._checkpoint_connector.dump_checkpoint()
+        finally:
+            self._local_checkpoint = False
+        self.trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+        return path
+
+    def fail_nonfinite(self, what: str) -> None:
+        """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
+        where = f"{what} at env step {self.env_steps} ({type(self).__name__} on {self.hparams.env_id}, rank {self.trainer.global_rank})"
+        path = self.save_local_checkpoint("last.ckpt")
+        raise NonFiniteError(
+            f"{where}. Training stopped before this update; the state from before it is saved in {path}. "
+            "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."
+        )
