@@ -99,10 +99,13 @@ def test_progress_bar_counts_env_steps_with_sps_and_return():
     import lightning as L
 
     import lightrl
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
     from lightrl.callbacks.progress import EnvStepProgressBar
 
     model = lightrl.PPO("CartPole-v1", total_timesteps=1024, seed=1)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1,
+                        callbacks=[TQDMProgressBar()])  # Lightning's default is Rich when rich is installed
     trainer.fit(model)
     bar = trainer.progress_bar_callback
     assert isinstance(bar, EnvStepProgressBar)
