@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
@@ -20,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.algos.resume import check_resume, class_path, gather_ranks, rng_state, set_rng_state
+from lightrl.algos.resume import Resumable
 from lightrl.data.collector import Collector, NonFiniteError
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
@@ -34,16 +33,6 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def wandb_run_id(trainer: L.Trainer | None) -> str | None:
-    """The id of the trainer's W&B run, kept in checkpoints so that a resumed run logs to the same run."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in getattr(trainer, "loggers", None) or []:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            return logger.version
-    return None
-
-
 @dataclass
 class OptimizerIteration:
     """Set when an :meth:`RLModule.optimizer_iteration` block ends: did the grad scaler skip a step?"""
@@ -51,7 +40,7 @@ class OptimizerIteration:
     skipped: bool = False
 
 
-class RLModule(L.LightningModule):
+class RLModule(Resumable, L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -343,79 +332,3 @@ class RLModule(L.LightningModule):
         from lightrl.callbacks import default_callbacks
 
         return default_callbacks(self)
-
-    # ----------------------------------------------------------------- checkpoints and guards
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightrl"] = {
-            "env_steps": self.env_steps,
-            "class_path": class_path(self),
-            "env_id": self.hparams.env_id,
-            "observation_space": repr(getattr(self, "observation_space", None)),
-            "action_space": repr(getattr(self, "action_space", None)),
-            "world_size": self.world_size,
-            "wandb_run_id": wandb_run_id(self._trainer),
-        }
-        if self.collector is not None:  # fitting: add each rank's envs, RNGs and algorithm state
-            state = self.rank_state()
-            local = self._local_checkpoint or self.world_size == 1
-            checkpoint["lightrl_ranks"] = [state] if local else gather_ranks(state, self.world_size)
-        elif self._final_rank_state is not None and self.world_size == 1:  # after fit: the state it ended with
-            checkpoint["lightrl_ranks"] = [self._final_rank_state]
-
-    def rank_state(self) -> dict[str, Any]:
-        """This process's part of a checkpoint: RNG states and the collector (extend it in a subclass)."""
-        return {"rng": rng_state(), "collector": self.collector.state_dict()}
-
-    def load_rank_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`rank_state` (extend it in a subclass); the RNG states are restored last."""
-        self.collector.load_state_dict(state["collector"])
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume(self, checkpoint)
-        self.env_steps = checkpoint["lightrl"]["env_steps"]
-        self._resume_states = checkpoint.get("lightrl_ranks")
-
-    def apply_resume_state(self) -> None:
-        """Continue this rank's envs, RNGs and algorithm state from the checkpoint being resumed, if any."""
-        states, self._resume_states = self._resume_states, None
-        if states is None or self._trainer is None:
-            return
-        if len(states) != self.world_size:
-            warnings.warn(
-                f"The checkpoint holds the state of {len(states)} process(es) and this run has {self.world_size}: "
-                "weights, optimizer and counters are restored, envs restart from fresh episodes and RNGs are not restored.",
-                stacklevel=2,
-            )
-            self.collector.load_state_dict({**self.collector.state_dict(), "obs": None, "envs": {"error": "world size changed"}})
-            return
-        state = states[self.trainer.global_rank]
-        self.load_rank_state(state)
-        set_rng_state(state["rng"])
-
-    def checkpoint_dir(self) -> str:
-        """Where this run's checkpoints go: the ModelCheckpoint's folder, else ``<default_root_dir>/checkpoints``."""
-        callback = self.trainer.checkpoint_callback
-        if callback is not None and callback.dirpath:
-            return str(callback.dirpath)
-        return os.path.join(self.trainer.default_root_dir, "checkpoints")
-
-    def save_local_checkpoint(self, filename: str) -> str:
-        """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on)."""
-        rank = self.trainer.global_rank
-        path = os.path.join(self.checkpoint_dir(), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
-        self._local_checkpoint = True
-        try:
-            checkpoint = self.trainer._checkpoint_connector.dump_checkpoint()
-        finally:
-            self._local_checkpoint = False
-        self.trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
-        return path
-
-    def fail_nonfinite(self, what: str) -> None:
-        """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
-        where = f"{what} at env step {self.env_steps} ({type(self).__name__} on {self.hparams.env_id}, rank {self.trainer.global_rank})"
-        path = self.save_local_checkpoint("last.ckpt")
-        raise NonFiniteError(
-            f"{where}. Training stopped before this update; the state from before it is saved in {path}. "
-            "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."
-        )
