@@ -69,6 +69,7 @@ class LightRLCLI(LightningCLI):
 
 
     def after_fit(self) -> None:
+        """After ``lightrl fit``: finish an offline W&B run and print the ``wandb sync`` command that uploads it."""
         logger = self.trainer.logger
         if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and os.environ.get("WANDB_MODE") == "offline":
             run_dir = Path(logger.experiment.dir).parent

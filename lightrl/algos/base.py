@@ -125,6 +125,7 @@ class RLModule(L.LightningModule):
 
     @property
     def world_size(self) -> int:
+        """Number of DDP processes (1 outside a Trainer)."""
         return self.trainer.world_size if self._trainer is not None else 1
 
     @property
@@ -134,6 +135,7 @@ class RLModule(L.LightningModule):
 
     @property
     def budget_reached(self) -> bool:
+        """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
 
     def setup(self, stage: str) -> None:

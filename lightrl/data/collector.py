@@ -104,4 +104,5 @@ class Collector:
         return out
 
     def close(self) -> None:
+        """Close the vector env (and its worker processes with ``vectorization="async"``)."""
         self.envs.close()
