@@ -99,6 +99,7 @@ class LightRLCLI(LightningCLI):
             os.environ["WANDB_MODE"] = "offline"
 
     def before_fit(self) -> None:
+        """Before ``lightrl fit --ckpt_path``: check that the checkpoint fits the model, and report a mismatch in one line."""
         if self.resume_checkpoint is not None:
             try:
                 check_resume(self.model, self.resume_checkpoint, source=f"checkpoint {self.config.fit.ckpt_path!r}")
@@ -114,6 +115,7 @@ class LightRLCLI(LightningCLI):
 
 
     def after_fit(self) -> None:
+        """After ``lightrl fit``: finish an offline W&B run and print the ``wandb sync`` command that uploads it."""
         logger = self.trainer.logger
         if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and os.environ.get("WANDB_MODE") == "offline":
             run_dir = Path(logger.experiment.dir).parent

@@ -12,7 +12,8 @@ import yaml
 
 from lightrl.cli import main, one_line
 
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+# Training configs; sweep_*.yaml are W&B sweep configs, checked in tests/test_docs.py.
+EXPERIMENTS = sorted(p for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml") if not p.name.startswith("sweep_"))
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -146,6 +146,7 @@ class RLModule(Resumable, L.LightningModule):
 
     @property
     def world_size(self) -> int:
+        """Number of DDP processes (1 outside a Trainer)."""
         return self.trainer.world_size if self._trainer is not None else 1
 
     @property
@@ -155,6 +156,7 @@ class RLModule(Resumable, L.LightningModule):
 
     @property
     def budget_reached(self) -> bool:
+        """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
 
     def setup(self, stage: str) -> None:

@@ -92,4 +92,5 @@ class OnPolicyAlgorithm(RLModule):
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Metrics of the rollout itself: how well the values collected with it explain its returns."""
         return {"losses/explained_variance": explained_variance(batch["values"], batch["returns"])}

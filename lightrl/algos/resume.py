@@ -99,6 +99,7 @@ class Resumable:
     """
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the run's identity, its counters and every rank's state to ``checkpoint`` (Lightning hook)."""
         checkpoint["lightrl"] = {
             "env_steps": self.env_steps,
             "class_path": class_path(self),
@@ -124,6 +125,7 @@ class Resumable:
         self.collector.load_state_dict(state["collector"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check that ``checkpoint`` fits this run; keep its rank states for :meth:`apply_resume_state` (Lightning hook)."""
         check_resume(self, checkpoint)
         self.env_steps = checkpoint["lightrl"]["env_steps"]
         self._resume_states = checkpoint.get("lightrl_ranks")

@@ -18,6 +18,7 @@ def env_step_metrics(pl_module: L.LightningModule) -> dict[str, str]:
 
 
 def env_steps_done(pl_module: L.LightningModule) -> int:
+    """The env steps the bar shows: ``env_steps``, at most ``total_timesteps``."""
     return min(pl_module.env_steps, pl_module.hparams.total_timesteps)
 
 

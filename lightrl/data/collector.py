@@ -134,6 +134,7 @@ class Collector:
         return restored
 
     def close(self) -> None:
+        """Close the vector env (and its worker processes with ``vectorization="async"``)."""
         self.envs.close()
 
 
