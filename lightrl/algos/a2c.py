@@ -31,6 +31,9 @@ class A2C(OnPolicyAlgorithm):
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs`` (see :class:`~lightrl.algos.base.RLModule`).
     """
 
+    supports_async_collector = True
+    acting_networks = ("agent",)
+
     def __init__(
         self,
         env_id: str = "CartPole-v1",

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightrl.algos.resume import Resumable
+from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
 from lightrl.data.collector import Collector, NonFiniteError
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
@@ -68,6 +69,9 @@ class RLModule(Resumable, L.LightningModule):
         eval_episodes: Deterministic episodes per evaluation.
         capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
+        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects while the
+            learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms with
+            ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
 
     Example::
 
@@ -89,6 +93,10 @@ class RLModule(Resumable, L.LightningModule):
     action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
+    #: Whether ``collector="async"`` works: the algorithm collects with ``collect_rollout`` or ``collect_step``
+    #: and acts only through the networks named in ``acting_networks`` (copied to the actor process).
+    supports_async_collector: bool = False
+    acting_networks: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -102,6 +110,7 @@ class RLModule(Resumable, L.LightningModule):
         eval_episodes: int = 10,
         capture_video: bool = False,
         check_env: bool = False,
+        collector: str = "sync",
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
@@ -110,6 +119,17 @@ class RLModule(Resumable, L.LightningModule):
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
         require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
+        require(collector in COLLECTORS, f"collector must be one of {COLLECTORS}, got {collector!r}.")
+        require(
+            collector == "sync" or type(self).supports_async_collector,
+            f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
+            "use collector='sync', or one of lightrl's PPO, A2C, DQN, SAC, TD3.",
+        )
+        require(
+            collector == "sync" or vectorization != "async",
+            "collector='async' runs the envs in one actor process, which cannot start vectorization='async' workers; "
+            "use vectorization='sync' or 'envpool' with it.",
+        )
         if capture_video:
             require_video_support()
         self.save_hyperparameters()
@@ -163,6 +183,9 @@ class RLModule(Resumable, L.LightningModule):
         if stage != "fit" or self.collector is not None:
             return
         rank = self.trainer.global_rank
+        if self.hparams.collector == "async":  # the actor process makes the envs (at the first batch)
+            self.collector = AsyncCollector(self, rank, self.world_size, self.device)
+            return
         seed = self.hparams.seed + rank
         random.seed(seed)
         np.random.seed(seed)
@@ -190,6 +213,8 @@ class RLModule(Resumable, L.LightningModule):
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
         self.apply_resume_state()
+        if isinstance(self.collector, AsyncCollector):
+            self.collector.start(self.env_steps)
         try:
             yield from self.generate_batches()
         except NonFiniteError as err:
@@ -279,6 +304,8 @@ class RLModule(Resumable, L.LightningModule):
         self._fit_start = (time.perf_counter(), self.env_steps)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if isinstance(self.collector, AsyncCollector):
+            self.collector.publish(self)
         if self.budget_reached:
             self.trainer.should_stop = True
 
@@ -333,4 +360,5 @@ class RLModule(Resumable, L.LightningModule):
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         from lightrl.callbacks import default_callbacks
 
-        return default_callbacks(self)
+        callbacks = default_callbacks(self)
+        return callbacks + [CloseAsyncCollector()] if self.hparams.collector == "async" else callbacks

@@ -64,6 +64,8 @@ class DQN(OffPolicyAlgorithm):
         mean_return, std_return = lightrl.evaluate(model)
     """
 
+    supports_async_collector = True
+    acting_networks = ("q_network",)
     action_spaces = (spaces.Discrete,)
     action_space_hint = "DQN needs Discrete actions: use SAC or TD3 for Box (continuous) actions."
 

@@ -141,7 +141,7 @@ class OffPolicyAlgorithm(RLModule):
 
     def generate_batches(self) -> Iterator[dict[str, Tensor]]:
         collector = self.collector
-        if collector.obs is None:
+        if collector.obs is None and self.hparams.collector == "sync":
             collector.reset()
         while not self.budget_reached:
             before = self.env_steps
@@ -152,6 +152,12 @@ class OffPolicyAlgorithm(RLModule):
 
     def collect_step(self) -> None:
         """One vector step with the exploration policy, stored in the replay buffer."""
+        if self.hparams.collector == "async":  # the actor process acted and stepped: store what it sent
+            self.replay_buffer.add(*self.collector.next_transition())
+            before = self.env_steps
+            self.env_steps += self.steps_per_env_step
+            self.after_env_step(before, self.env_steps)
+            return
         collector = self.collector
         obs = collector.obs
         with torch.no_grad(), self.acting_context():
