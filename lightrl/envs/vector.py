@@ -17,7 +17,7 @@ EnvWrapper = Callable[[gym.Env], gym.Env]
 #: it, and the last observation of the episode comes back as ``info["final_obs"]``. Every stored transition
 #: is then a real one, and truncated episodes can be bootstrapped from their final observation.
 AUTORESET_MODE = AutoresetMode.SAME_STEP
-VECTORIZATIONS = ("sync", "async")
+VECTORIZATIONS = ("sync", "async", "envpool")
 
 
 def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
@@ -75,7 +75,8 @@ def make_vec_env(
         num_envs: Number of sub-envs in this process.
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
-        vectorization: ``"sync"`` (one process; fastest for cheap envs) or ``"async"`` (a process per sub-env).
+        vectorization: ``"sync"`` (one process; fastest for cheap envs), ``"async"`` (a process per sub-env)
+            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; ``wrappers`` do not apply).
         env_kwargs: Keyword arguments for ``gym.make``.
         wrappers: Extra per-env wrappers, applied after lightrl's own.
 
@@ -88,6 +89,10 @@ def make_vec_env(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs}.")
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+    if vectorization == "envpool":
+        from lightrl.envs.envpool_env import EnvPoolVectorEnv
+
+        return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
     make_env(env_id, env_kwargs, wrappers).close()  # fail here, in this process, on a bad id
     fns = [lambda: make_env(env_id, env_kwargs, wrappers) for _ in range(num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
