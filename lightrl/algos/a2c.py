@@ -15,6 +15,9 @@ from lightrl.losses import normalize, policy_gradient_loss, value_loss
 class A2C(OnPolicyAlgorithm):
     """A2C: one gradient step per short rollout. Defaults are Stable-Baselines3's.
 
+    With ``collector="async"`` each rollout is collected with the weights of one update before (one
+    rollout of policy lag) and A2C, which has no importance ratio, becomes slightly off-policy.
+
     Args:
         env_id: Gymnasium id; Box observations, Discrete or Box actions.
         num_envs: Sub-envs per process.
