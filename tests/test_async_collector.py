@@ -130,9 +130,48 @@ def test_checkpoint_saves_and_resume_restarts_envs_with_a_warning(tmp_path):
     assert resumed.env_steps == 1024
 
 
-@pytest.mark.slow
-def test_async_ppo_learns_cartpole():
+def test_async_ppo_learns_cartpole():  # about 10 s here
     model = PPO("CartPole-v1", total_timesteps=40_000, num_envs=4, num_steps=128, collector="async", seed=1)
     fit(model)
     mean_return, _ = lightrl.evaluate(model, num_episodes=10)
     assert mean_return > 150
+
+
+@pytest.mark.parametrize("cls", [lightrl.SAC, lightrl.TD3])
+def test_async_sac_and_td3_store_every_transition(cls):
+    model = cls("Pendulum-v1", total_timesteps=300, learning_starts=100, buffer_size=1000, batch_size=16,
+                hidden_sizes=[16], train_frequency=50, gradient_steps=5, collector="async")
+    trainer = fit(model)
+    assert model.env_steps == 300 and len(model.replay_buffer) == 300
+    assert trainer.global_step > 0
+
+
+def test_async_ppo_repeats_exactly_for_a_seed():
+    """Rollout k is always collected with the weights of update k - 1, whatever the timing."""
+    runs = []
+    for _ in range(2):
+        model = PPO("CartPole-v1", total_timesteps=1536, num_envs=2, num_steps=128, collector="async", seed=3)
+        fit(model)
+        runs.append(torch.cat([p.detach().flatten() for p in model.agent.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_resumed_async_actor_acts_with_the_restored_weights(tmp_path):
+    model = DQN("CartPole-v1", total_timesteps=400, learning_starts=100, buffer_size=1000, batch_size=16,
+                train_frequency=50, hidden_sizes=[16], collector="async")
+    trainer = fit(model)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    resumed = DQN("CartPole-v1", total_timesteps=600, learning_starts=100, buffer_size=1000, batch_size=16,
+                  train_frequency=50, hidden_sizes=[16], collector="async")
+    shared = []
+
+    class Peek(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            # Callbacks run before the module's hook, which publishes this batch's update.
+            if not shared:
+                shared.append({k: v.clone() for k, v in pl_module.collector._shared[0]["q_network"].state_dict().items()})
+
+    with pytest.warns(UserWarning, match="keeps its envs in the actor process"):
+        fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"), callbacks=[Peek()])
+    for key, value in model.q_network.state_dict().items():
+        torch.testing.assert_close(shared[0][key], value)  # the trained weights, not the fresh initialisation

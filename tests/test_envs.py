@@ -299,6 +299,34 @@ def test_envpool_matches_gymnasium_same_step_semantics_exactly():
 
 
 @requires_envpool
+def test_envpool_adapter_equals_raw_envpool_with_the_reset_step_removed():
+    """Exact values: the adapter's stream is envpool's NEXT_STEP stream with each reset step folded into the step that ended."""
+    import envpool
+
+    raw = envpool.make_gymnasium("CartPole-v1", num_envs=1, seed=7)
+    envs = make_vec_env("CartPole-v1", num_envs=1, seed=7, vectorization="envpool")
+    np.testing.assert_array_equal(envs.reset()[0], raw.reset()[0])
+    actions = np.random.default_rng(1).integers(0, 2, 400)
+    episode_return, episodes = 0.0, 0
+    for a in actions:
+        raw_obs, raw_reward, raw_term, raw_trunc, _ = raw.step(np.array([a]))
+        obs, reward, term, trunc, infos = envs.step(np.array([a]))
+        assert (reward[0], term[0], trunc[0]) == (raw_reward[0], raw_term[0], raw_trunc[0])
+        episode_return += float(raw_reward[0])
+        if raw_term[0] or raw_trunc[0]:
+            np.testing.assert_array_equal(final_observations(infos)[0], raw_obs[0])
+            reset_obs, reset_reward, *_ = raw.step(np.array([0]))  # NEXT_STEP: the action is ignored, reward 0
+            assert reset_reward[0] == 0.0
+            np.testing.assert_array_equal(obs[0], reset_obs[0])
+            assert episode_stats(infos)[1].tolist() == [episode_return]
+            episode_return, episodes = 0.0, episodes + 1
+        else:
+            np.testing.assert_array_equal(obs[0], raw_obs[0])
+            assert "final_obs" not in infos
+    assert episodes >= 10
+
+
+@requires_envpool
 def test_envpool_seeds_are_distinct_per_sub_env_and_rank():
     a = make_vec_env("CartPole-v1", num_envs=2, seed=1, rank=0, vectorization="envpool").reset()[0]
     b = make_vec_env("CartPole-v1", num_envs=2, seed=1, rank=1, vectorization="envpool").reset()[0]

@@ -183,13 +183,13 @@ class RLModule(Resumable, L.LightningModule):
         if stage != "fit" or self.collector is not None:
             return
         rank = self.trainer.global_rank
-        if self.hparams.collector == "async":  # the actor process makes the envs (at the first batch)
-            self.collector = AsyncCollector(self, rank, self.world_size, self.device)
-            return
         seed = self.hparams.seed + rank
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if self.hparams.collector == "async":  # the actor process makes the envs (at the first batch)
+            self.collector = AsyncCollector(self, rank, self.world_size, self.device)
+            return
         envs = make_vec_env(
             self.hparams.env_id,
             num_envs=self.hparams.num_envs,
@@ -214,7 +214,7 @@ class RLModule(Resumable, L.LightningModule):
         # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
         self.apply_resume_state()
         if isinstance(self.collector, AsyncCollector):
-            self.collector.start(self.env_steps)
+            self.collector.start(self)
         try:
             yield from self.generate_batches()
         except NonFiniteError as err:

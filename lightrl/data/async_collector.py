@@ -4,13 +4,14 @@ The actor process rebuilds the algorithm from its hyperparameters (with ``collec
 the algorithm's own collection code (``collect_rollout`` for PPO/A2C, ``collect_step`` for DQN/SAC/TD3)
 on its own vector env, made as the sync path makes it (``make_vec_env(seed, rank)``), so seeds and
 exploration are those of a sync run. Its acting networks (``acting_networks``, e.g. PPO's ``agent``) are
-refreshed from a copy in torch shared memory, which the learner overwrites after each update under a
+refreshed from copies in torch shared memory, which the learner overwrites after each update under a
 lock, bumping a version counter. Experience travels back through a bounded queue as numpy arrays:
 
-- on-policy: one message per rollout (advantages and returns already computed). The actor starts
-  rollout ``k`` only once the learner has published the weights of update ``k - 1``, so the learner
-  trains on data at most **one rollout** behind its weights. PPO stays correct (its importance ratio
-  uses the log-probabilities the actor recorded); A2C becomes slightly off-policy.
+- on-policy: one message per rollout (advantages and returns already computed). Rollout ``k`` is
+  collected with exactly the weights after update ``k - 1`` (the actor waits for them; two shared
+  slots, alternating, keep them while the learner publishes the next), so the learner always trains on
+  data **one rollout** behind its weights, and a run repeats exactly for a seed. PPO stays correct (its
+  importance ratio uses the log-probabilities the actor recorded); A2C becomes slightly off-policy.
 - off-policy: one message per chunk of vector steps (one update phase, at most 256 vector steps); the
   learner stores each transition and runs the sync path's replay-ratio and target-update logic on its
   own count of received env steps, so updates fall due at exactly the same global env steps. The
@@ -75,7 +76,9 @@ class AsyncCollector:
         self._names = tuple(module.acting_networks)
         self._spec = (type(module), dict(module.hparams), rank, world_size)
         self._ctx = mp.get_context(START_METHOD)
-        self._shared = {name: copy.deepcopy(getattr(module, name)).cpu().share_memory() for name in self._names}
+        # On-policy: version v in slot v % 2, so the actor can read version k - 1 while v = k + 1 is written.
+        slots = 2 if self._on_policy else 1
+        self._shared = [{name: copy.deepcopy(getattr(module, name)).cpu().share_memory() for name in self._names} for _ in range(slots)]
         self._version = self._ctx.Value("q", 0)
         # On-policy: rollout k waits for k - 1 published updates (two credits to start, one per update).
         self._credits = self._ctx.Semaphore(2) if self._on_policy else None
@@ -90,10 +93,17 @@ class AsyncCollector:
         """The actor process, once started."""
         return self._process
 
-    def start(self, env_steps: int) -> None:
-        """Start the actor process (once), continuing from the learner's global ``env_steps``."""
+    def start(self, module: Any) -> None:
+        """Start the actor process (once), with the module's current weights and global env-step count.
+
+        Called before the first batch, after a checkpoint being resumed has been loaded.
+        """
         if self._process is not None:
             return
+        env_steps = module.env_steps
+        for slot in self._shared:
+            for name in self._names:
+                copy_state(slot[name], getattr(module, name))
         args = (*self._spec, self._shared, self._version, self._credits, self._queue, self._stop, env_steps, self.resumed, os.getpid())
         self._process = self._ctx.Process(target=actor_main, args=args, name="lightrl-actor", daemon=True)
         self._process.start()
@@ -102,9 +112,9 @@ class AsyncCollector:
     def publish(self, module: Any) -> None:
         """Copy the acting networks' new weights into shared memory; the actor reads them before its next batch."""
         with self._version.get_lock():
-            for name in self._names:
-                copy_state(self._shared[name], getattr(module, name))
             self._version.value += 1
+            for name in self._names:
+                copy_state(self._shared[self._version.value % len(self._shared)][name], getattr(module, name))
         if self._credits is not None:
             self._credits.release()
 
@@ -176,15 +186,15 @@ class AsyncCollector:
 def shutdown(process: mp.Process, stop: Any, queue: Any, timeout: float = 10.0) -> None:
     """Ask the actor to stop, drain the queue so that it is not blocked on a put, join; terminate if it hangs."""
     stop.set()
-    deadline = 0.0
-    while process.is_alive() and deadline < timeout:
+    waited = 0.0
+    while process.is_alive() and waited < timeout:
         try:
             while True:
                 queue.get_nowait()
         except (queue_module.Empty, OSError, ValueError):
             pass
         process.join(timeout=0.1)
-        deadline += 0.1
+        waited += 0.1
     if process.is_alive():
         process.terminate()
         process.join(timeout=2.0)
@@ -265,13 +275,16 @@ def actor_main(cls, hparams, rank, world_size, shared, version, credits, queue, 
 
     seen = -1
 
-    def refresh() -> None:
+    def refresh(wanted: int | None = None) -> None:
+        """Load version ``wanted`` (on-policy), or the latest one if it is new (off-policy)."""
         nonlocal seen
-        if version.value != seen:
-            with version.get_lock():
-                for name, net in shared.items():
-                    copy_state(getattr(module, name), net)
-                seen = version.value
+        with version.get_lock():
+            latest = version.value
+            if wanted is None and latest == seen:
+                return
+            seen = latest if wanted is None else wanted
+            for name, net in shared[seen % len(shared)].items():
+                copy_state(getattr(module, name), net)
 
     try:
         from lightrl.envs.vector import make_vec_env
@@ -296,11 +309,13 @@ def actor_main(cls, hparams, rank, world_size, shared, version, credits, queue, 
             module._explorer = torch.Generator().manual_seed(hp.seed + rank + 10_000 + (env_steps if resumed else 0))
             chunk = min(MAX_CHUNK, max(1, hp.train_frequency // module.steps_per_env_step))
             module.collector.reset()
+        rollouts = 0
         while not module.budget_reached and not stop.is_set():
             if on_policy:
                 if not wait_credit():
                     break
-                refresh()
+                refresh(max(rollouts - 1, 0))
+                rollouts += 1
                 batch = module.collect_rollout()
                 message = ("rollout", {k: v.cpu().numpy().copy() for k, v in batch.items()}, module.collector.pop_finished_episodes())
             else:
