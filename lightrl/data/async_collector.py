@@ -238,10 +238,12 @@ class TransitionSink:
         self.steps: list[tuple] = []
 
     def add(self, obs, actions, rewards, terminated, truncated, next_obs, final_obs) -> None:
+        """Keep one vector step, with ``ReplayBuffer.add``'s arguments."""
         n = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731 (the queue pickles later, in a thread)
         self.steps.append((n(obs), n(actions), n(rewards), n(terminated), n(truncated), n(next_obs), {i: n(o) for i, o in final_obs.items()}))
 
     def pop(self) -> list[tuple]:
+        """The vector steps kept since the last call."""
         steps, self.steps = self.steps, []
         return steps
 

@@ -97,6 +97,7 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
         return obs, rewards.astype(np.float64), terminated, truncated, infos
 
     def get_state(self) -> dict[str, Any]:
+        """Always ``{"error": reason}``: EnvPool's sub-envs cannot be captured."""
         return {"error": "EnvPool keeps its sub-envs in C++ and cannot save them"}
 
     def set_state(self, state: dict[str, Any]) -> bool:
@@ -106,4 +107,6 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
         return False
 
     def close(self, **kwargs: Any) -> None:
-        self.pool.close() if hasattr(self.pool, "close") else None
+        """Close the EnvPool env."""
+        if hasattr(self.pool, "close"):
+            self.pool.close()
