@@ -78,8 +78,8 @@ def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
     checkpoints = sorted(tmp_path.glob("logs/**/*.ckpt"))
     assert [c.name for c in checkpoints] == ["epoch=0-step=1024.ckpt", "last.ckpt"]  # the end of the run, and last to resume from
     metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()
-    assert metrics[0].split(",")[-1] == "step"  # env steps are the x-axis
-    assert [row.split(",")[-1] for row in metrics[1:]] == ["512", "1024"]
+    step = metrics[0].split(",").index("step")  # env steps are the x-axis
+    assert [row.split(",")[step] for row in metrics[1:]] == ["512", "1024"]
     capsys.readouterr()
     main(["evaluate", str(checkpoints[0]), "--num_episodes", "3"])
     out = capsys.readouterr().out

@@ -65,6 +65,7 @@ class A2C(OnPolicyAlgorithm):
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)
+        tic = self.timer.start()
         hp = self.hparams
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         _, logprob, entropy, value = self.agent.get_action_and_value(batch["obs"], batch["actions"])
@@ -79,6 +80,7 @@ class A2C(OnPolicyAlgorithm):
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,
             "losses/value_loss": v_loss.detach(),

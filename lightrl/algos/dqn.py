@@ -11,8 +11,19 @@ from torch import Tensor
 
 from lightrl.algos.base import require
 from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, linear_schedule, polyak_update
 from lightrl.nn.q_networks import QNetwork
+
+
+
+def dqn_step_loss(q_network: QNetwork, obs: Tensor, actions: Tensor, target: Tensor, loss: str) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss of one gradient step: the Q-values of the taken actions regressed on their targets.
+
+    A pure function of the network and the batch, so that ``compile=True`` can compile it whole.
+    """
+    q_taken = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1).float()  # fp32 loss under autocast
+    return dqn_loss(q_taken, target.float(), loss)
 
 
 class DQN(OffPolicyAlgorithm):
@@ -111,6 +122,15 @@ class DQN(OffPolicyAlgorithm):
             torch.manual_seed(self.hparams.seed)
             self.q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
+        self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.hparams.compile:
+            self._compiled = {
+                "q": maybe_compile(self.q_network, True, self.device),
+                "loss": maybe_compile(dqn_step_loss, True, self.device),
+            }
 
     @property
     def epsilon(self) -> float:
@@ -130,7 +150,7 @@ class DQN(OffPolicyAlgorithm):
         explore = torch.rand(n, generator=self._explorer) < self.epsilon
         if bool(explore.all()):  # skip the forward pass: every sub-env acts at random
             return self.random_actions(n)
-        actions = self.q_network(obs).argmax(dim=1)
+        actions = (self._compiled["q"] if self._compiled else self.q_network)(obs).argmax(dim=1)
         if bool(explore.any()):
             actions = torch.where(explore.to(actions.device), self.random_actions(n), actions)
         return actions
@@ -151,15 +171,19 @@ class DQN(OffPolicyAlgorithm):
         optimizer = self.optimizers()
         td_loss_sum = q_values_sum = 0.0
         num_steps = batch["rewards"].shape[0]
-        for obs, actions, rewards, next_obs, terminations, discounts in zip(
+        targets = self.phase_targets(batch)
+        step_loss = self._compiled["loss"] if self._compiled else dqn_step_loss
+        for i, (obs, actions, rewards, next_obs, terminations, discounts) in enumerate(zip(
             batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
             batch["terminations"], batch["discounts"],
-        ):  # fmt: skip
-            with torch.no_grad():
-                next_q_online = self.q_network(next_obs) if hp.double_q else None
-                target = dqn_target(self.target_network(next_obs), rewards, terminations, discounts, next_q_online)
-            q_taken = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1).float()  # fp32 loss under autocast
-            loss, diagnostics = dqn_loss(q_taken, target.float(), hp.loss)
+        )):  # fmt: skip
+            if targets is not None:
+                target = targets[i]
+            else:
+                with torch.no_grad():
+                    next_q_online = self.q_network(next_obs) if hp.double_q else None
+                    target = dqn_target(self.target_network(next_obs), rewards, terminations, discounts, next_q_online)
+            loss, diagnostics = step_loss(self.q_network, obs, actions, target, hp.loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
@@ -171,3 +195,21 @@ class DQN(OffPolicyAlgorithm):
             "losses/q_values": q_values_sum / num_steps,
             "charts/epsilon": self.epsilon,
         }
+
+    @torch.no_grad()
+    def phase_targets(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The TD targets of every gradient step of ``batch`` at once, ``[num_steps, batch_size]``, or None.
+
+        The target network only changes while collecting (:meth:`after_env_step`), so it is the same for all
+        the gradient steps of an update phase, and without ``double_q`` the target does not depend on the
+        online network. The targets are then those computed step by step, from one forward pass over
+        ``num_steps * batch_size`` observations: one large matrix product instead of ``num_steps`` small
+        ones (the RL-zoo recipe: 128 steps of 64). None with ``double_q``, or for images (whose activations
+        for a whole phase would take too much memory), which are computed step by step.
+        """
+        if self.hparams.double_q or len(self.observation_space.shape) != 1:
+            return None
+        num_steps, batch_size = batch["rewards"].shape
+        next_q = self.target_network(batch["next_observations"].flatten(0, 1))
+        flat = (batch[key].flatten() for key in ("rewards", "terminations", "discounts"))
+        return dqn_target(next_q, *flat).view(num_steps, batch_size)

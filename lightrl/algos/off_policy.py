@@ -26,13 +26,13 @@ from typing import Any, Iterator
 
 import torch
 from gymnasium import spaces
-from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
 from lightrl.data.collector import obs_dtype
 from lightrl.data.replay import ReplayBuffer
+from lightrl.optim import adam
 
 
 class OffPolicyAlgorithm(RLModule):
@@ -148,7 +148,10 @@ class OffPolicyAlgorithm(RLModule):
             self.collect_step()
             num_steps = self.updates_due(before, self.env_steps)
             if num_steps:
-                yield self.sample(num_steps)
+                tic = self.timer.start()
+                batch = self.sample(num_steps)
+                self.timer.add("data", tic)
+                yield batch
 
     def collect_step(self) -> None:
         """One vector step with the exploration policy, stored in the replay buffer."""
@@ -158,18 +161,23 @@ class OffPolicyAlgorithm(RLModule):
             self.env_steps += self.steps_per_env_step
             self.after_env_step(before, self.env_steps)
             return
-        collector = self.collector
+        collector, timer = self.collector, self.timer
         obs = collector.obs
+        tic = timer.start()
         with torch.no_grad(), self.acting_context():
             if self.env_steps < self.hparams.learning_starts:  # uniform warm-up, as in SB3 and CleanRL's SAC/TD3
                 actions = self.random_actions(obs.shape[0])
             else:
                 actions = self.explore(obs)
+        tic = timer.add("inference", tic)
         step = collector.step(actions)
+        tic = timer.add("env_step", tic)
         self.replay_buffer.add(obs, actions, step.rewards, step.terminated, step.truncated, step.next_obs, step.final_obs)
+        tic = timer.add("data", tic)
         before = self.env_steps
         self.env_steps += self.steps_per_env_step
         self.after_env_step(before, self.env_steps)
+        timer.add("learn", tic)  # target-network updates
 
     def random_actions(self, n: int) -> Tensor:
         """``n`` uniformly random actions from the exploration generator."""
@@ -196,7 +204,9 @@ class OffPolicyAlgorithm(RLModule):
     # ----------------------------------------------------------------- training
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)
+        tic = self.timer.start()
         metrics = self.train_batch(batch)
+        self.timer.add("learn", tic)
         if self.should_log:  # skip building the metrics' log calls on batches Lightning does not write
             self.log_metrics(metrics)
 
@@ -205,15 +215,8 @@ class OffPolicyAlgorithm(RLModule):
         raise NotImplementedError
 
     def adam(self, params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
-        """Adam, with the fused kernel (the fastest on CPU) where Lightning allows it.
-
-        A fused optimizer unscales inside its own ``step()``: with a grad scaler Lightning would not unscale
-        before :meth:`on_before_optimizer_step`, and under mixed precision it refuses to clip its gradients.
-        """
-        plugin = self.trainer.precision_plugin if self._trainer is not None else None
-        amp_clipping = isinstance(plugin, MixedPrecision) and self.hparams.max_grad_norm is not None
-        fused = self.grad_scaler is None and not amp_clipping and self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
+        """Adam, with the fused kernel where Lightning allows it (see :func:`lightrl.optim.adam`)."""
+        return adam(self, params, lr, **kwargs)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
+from lightrl.compile import maybe_compile
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.losses import explained_variance, gae
 from lightrl.nn.actor_critic import ActorCritic
@@ -38,6 +39,12 @@ class OnPolicyAlgorithm(RLModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
             self.agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
+        self._compiled_sample = None  # with compile=True, set in on_fit_start
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.hparams.compile:
+            self._compiled_sample = maybe_compile(self.agent.sample, True, self.device)
 
     @property
     def batch_size(self) -> int:
@@ -71,14 +78,21 @@ class OnPolicyAlgorithm(RLModule):
         if getattr(self, "rollout", None) is None or self.rollout.obs.device != self.device:
             self.rollout = RolloutBuffer(self.hparams.num_steps, self.hparams.num_envs, self.observation_space, self.action_space, self.device)
         buffer = self.rollout
+        timer = self.timer
+        tic = timer.start()
         with self.acting_context():
             for t in range(self.hparams.num_steps):
                 obs = collector.obs
-                action, logprob, value = self.agent.sample(obs)
-                buffer.add(t, obs, action, logprob, value, collector.step(action))
-                self.env_steps += self.steps_per_env_step
+                action, logprob, value = (self._compiled_sample or self.agent.sample)(obs)
+                tic = timer.add("inference", tic)
+                step = collector.step(action)
+                tic = timer.add("env_step", tic)
+                buffer.add(t, obs, action, logprob, value, step)
+                tic = timer.add("data", tic)
+            self.env_steps += self.hparams.num_steps * self.steps_per_env_step  # once: nn.Module.__setattr__ is slow
             last_value = self.agent.get_value(collector.obs)
             truncated_values = self.agent.get_value(buffer.stacked_truncated_obs()) if buffer.truncated_obs else None
+            tic = timer.add("inference", tic)
         advantages, returns = gae(
             buffer.rewards,
             buffer.values,
@@ -88,7 +102,9 @@ class OnPolicyAlgorithm(RLModule):
             self.hparams.gamma,
             self.hparams.gae_lambda,
         )
-        return buffer.flatten(advantages, returns)
+        batch = buffer.flatten(advantages, returns)
+        timer.add("data", tic)
+        return batch
 
     def linear_lr_schedule(self, optimizer: torch.optim.Optimizer, anneal: bool) -> dict[str, Any]:
         """A LambdaLR that decays the learning rate linearly to 0 over the run when ``anneal`` is set."""

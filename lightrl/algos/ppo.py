@@ -10,6 +10,42 @@ from torch import Tensor
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
+from lightrl.compile import maybe_compile
+from lightrl.nn.actor_critic import ActorCritic
+from lightrl.optim import adam
+
+#: The fields of a rollout batch that each minibatch takes, in the order training_step unpacks them.
+MINIBATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
+
+
+
+def ppo_minibatch_loss(
+    agent: ActorCritic,
+    obs: Tensor,
+    actions: Tensor,
+    logprobs: Tensor,
+    values: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    norm_adv: bool,
+    clip_coef: float,
+    clip_vloss: bool,
+    ent_coef: float,
+    vf_coef: float,
+    diagnostics: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """PPO's loss on one minibatch: ``(loss, pg_loss, v_loss, entropy_loss, diagnostics)``.
+
+    A pure function of the agent and the minibatch, so that ``compile=True`` can compile it whole (forward
+    pass and loss terms, and through AOTAutograd the backward pass).
+    """
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    mb_advantages = normalize(advantages) if norm_adv else advantages
+    pg_loss, stats = clipped_surrogate_loss(newlogprob, logprobs, mb_advantages, clip_coef, diagnostics=diagnostics)
+    v_loss = value_loss(newvalue, returns, values if clip_vloss else None, clip_coef)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_loss + vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy_loss, stats
 
 
 class PPO(OnPolicyAlgorithm):
@@ -84,26 +120,34 @@ class PPO(OnPolicyAlgorithm):
         require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(target_kl is None or target_kl > 0, f"target_kl must be positive or None, got {target_kl}.")
         self.build_agent()
+        self._compiled_loss = None  # with compile=True, set in on_fit_start
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.hparams.compile:
+            self._compiled_loss = maybe_compile(ppo_minibatch_loss, True, self.device)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.agent.parameters(), lr=self.hparams.learning_rate, eps=1e-5)
+        optimizer = adam(self, self.agent.parameters(), self.hparams.learning_rate, eps=1e-5)
         return {"optimizer": optimizer, "lr_scheduler": self.linear_lr_schedule(optimizer, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)
+        tic = self.timer.start()
         hp = self.hparams
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        minibatch_size = batch["obs"].shape[0] // hp.num_minibatches
+        minibatch_loss = self._compiled_loss or ppo_minibatch_loss
+        n = batch["obs"].shape[0]
+        minibatch_size = n // hp.num_minibatches
         for _epoch in range(hp.update_epochs):
-            for mb in torch.randperm(batch["obs"].shape[0], device=self.device).split(minibatch_size):
-                _, newlogprob, entropy, newvalue = self.agent.get_action_and_value(batch["obs"][mb], batch["actions"][mb])
-                mb_advantages = normalize(batch["advantages"][mb]) if hp.norm_adv else batch["advantages"][mb]
-                pg_loss, stats = clipped_surrogate_loss(newlogprob, batch["logprobs"][mb], mb_advantages, hp.clip_coef)
-                old_values = batch["values"][mb] if hp.clip_vloss else None
-                v_loss = value_loss(newvalue, batch["returns"][mb], old_values, hp.clip_coef)
-                entropy_loss = entropy.mean()
-                loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
-
+            perm = torch.randperm(n, device=self.device)
+            # One gather per field and epoch; the minibatches are then views (same samples as batch[key][mb]).
+            minibatches = zip(*(batch[key][perm].split(minibatch_size) for key in MINIBATCH_KEYS))
+            for i, minibatch in enumerate(minibatches):
+                last = i == hp.num_minibatches - 1  # diagnostics of the epoch's last minibatch: target_kl and logging
+                loss, pg_loss, v_loss, entropy_loss, stats = minibatch_loss(
+                    self.agent, *minibatch, hp.norm_adv, hp.clip_coef, hp.clip_vloss, hp.ent_coef, hp.vf_coef, last
+                )
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 optimizer.step()
@@ -111,6 +155,7 @@ class PPO(OnPolicyAlgorithm):
                 break
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,
             "losses/value_loss": v_loss.detach(),

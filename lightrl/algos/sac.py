@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightrl.algos.base import require
 from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
 
@@ -40,6 +41,41 @@ def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box]:
         "Flatten them with gymnasium.wrappers.FlattenObservation.",
     )
     return int(np.prod(obs_space.shape)), action_space
+
+
+def sac_critic_loss(
+    actor: SquashedGaussianActor,
+    critic: TwinQ,
+    target_critic: TwinQ,
+    obs: Tensor,
+    actions: Tensor,
+    rewards: Tensor,
+    next_obs: Tensor,
+    terminations: Tensor,
+    discounts: Tensor,
+    alpha: Tensor | float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The critics' loss of one gradient step: ``(qf_loss, qf1_loss, qf2_loss, qf1_values, qf2_values)``.
+
+    Pure, so that ``compile=True`` can compile it whole. The soft target comes from a fresh action of the
+    actor at the next observations and the target critics, without gradients; the losses are in fp32.
+    """
+    with torch.no_grad():
+        next_actions, next_log_pi = actor.sample(next_obs)
+        next_q1, next_q2 = target_critic(next_obs, next_actions)
+        target = sac_critic_target(next_q1, next_q2, next_log_pi, rewards, terminations, discounts, alpha).float()
+    qf1_a_values, qf2_a_values = critic(obs, actions)
+    qf1_a_values, qf2_a_values = qf1_a_values.float(), qf2_a_values.float()  # fp32 loss under autocast
+    qf1_loss = F.mse_loss(qf1_a_values, target)
+    qf2_loss = F.mse_loss(qf2_a_values, target)
+    return qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values
+
+
+def sac_policy_loss(actor: SquashedGaussianActor, critic: TwinQ, obs: Tensor, alpha: Tensor | float) -> tuple[Tensor, Tensor]:
+    """The actor's loss at freshly sampled actions, and their log-probabilities: ``(actor_loss, log_pi)``."""
+    pi, log_pi = actor.sample(obs)
+    qf1_pi, qf2_pi = critic(obs, pi)
+    return sac_actor_loss(qf1_pi.float(), qf2_pi.float(), log_pi.float(), alpha), log_pi
 
 
 class SAC(OffPolicyAlgorithm):
@@ -130,6 +166,7 @@ class SAC(OffPolicyAlgorithm):
         init_log_alpha = 0.0 if autotune else float(np.log(max(alpha, 1e-12)))
         self.log_alpha = nn.Parameter(torch.tensor([init_log_alpha]), requires_grad=autotune)
         self._actor_metrics: dict[str, Tensor] = {}
+        self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
 
     @property
     def alpha(self) -> Tensor | float:
@@ -140,7 +177,18 @@ class SAC(OffPolicyAlgorithm):
         return self.actor.act(obs, deterministic).float()
 
     def explore(self, obs: Tensor) -> Tensor:
-        return self.actor.sample(obs)[0].float()
+        return self._compiled.get("sample", self.actor.sample)(obs)[0].float()
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # The parameter lists of the target update, gathered once (a .parameters() walk per step costs ~50 us).
+        self._polyak_params = (list(self.target_critic.parameters()), list(self.critic.parameters()))
+        if self.hparams.compile:
+            self._compiled = {
+                "sample": maybe_compile(self.actor.sample, True, self.device),
+                "critic_loss": maybe_compile(sac_critic_loss, True, self.device),
+                "policy_loss": maybe_compile(sac_policy_loss, True, self.device),
+            }
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -152,21 +200,16 @@ class SAC(OffPolicyAlgorithm):
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         hp = self.hparams
         q_optimizer, actor_optimizer, *alpha_optimizer = self.optimizers()
+        critic_loss = self._compiled.get("critic_loss", sac_critic_loss)
         for obs, actions, rewards, next_obs, terminations, discounts in zip(
             batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
             batch["terminations"], batch["discounts"],
         ):  # fmt: skip
             alpha = self.alpha
             with self.optimizer_iteration() as iteration:
-                with torch.no_grad():
-                    next_actions, next_log_pi = self.actor.sample(next_obs)
-                    next_q1, next_q2 = self.target_critic(next_obs, next_actions)
-                    target = sac_critic_target(next_q1, next_q2, next_log_pi, rewards, terminations, discounts, alpha)
-                qf1_a_values, qf2_a_values = (q.float() for q in self.critic(obs, actions))  # fp32 loss under autocast
-                target = target.float()
-                qf1_loss = F.mse_loss(qf1_a_values, target)
-                qf2_loss = F.mse_loss(qf2_a_values, target)
-                qf_loss = qf1_loss + qf2_loss
+                qf_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values = critic_loss(
+                    self.actor, self.critic, self.target_critic, obs, actions, rewards, next_obs, terminations, discounts, alpha
+                )
                 q_optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(qf_loss)
                 q_optimizer.step()
@@ -179,7 +222,7 @@ class SAC(OffPolicyAlgorithm):
                     with self.optimizer_iteration():
                         alpha = self.policy_step(obs, alpha, actor_optimizer, alpha_optimizer)
             if not iteration.skipped and self.num_updates % hp.target_network_frequency == 0:
-                polyak_update(self.target_critic.parameters(), self.critic.parameters(), hp.tau)
+                polyak_update(*self._polyak_params, hp.tau)
 
         return {
             "losses/qf1_values": qf1_a_values.detach().mean(),
@@ -193,10 +236,8 @@ class SAC(OffPolicyAlgorithm):
 
     def policy_step(self, obs: Tensor, alpha: Tensor | float, actor_optimizer, alpha_optimizer: list) -> Tensor | float:
         """One actor step and, with ``autotune``, one entropy-coefficient step; returns the new alpha."""
-        pi, log_pi = self.actor.sample(obs)
         with frozen(self.critic):
-            qf1_pi, qf2_pi = self.critic(obs, pi)
-        actor_loss = sac_actor_loss(qf1_pi.float(), qf2_pi.float(), log_pi.float(), alpha)
+            actor_loss, log_pi = self._compiled.get("policy_loss", sac_policy_loss)(self.actor, self.critic, obs, alpha)
         actor_optimizer.zero_grad(set_to_none=True)
         self.manual_backward(actor_loss)
         actor_optimizer.step()

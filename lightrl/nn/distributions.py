@@ -15,14 +15,15 @@ def categorical_sample(logits: Tensor) -> Tensor:
     return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
 
-def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
-    """``log pi(a|s)`` for integer ``actions``."""
-    return logits.log_softmax(-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+def categorical_log_prob(logits: Tensor, actions: Tensor, log_probs: Tensor | None = None) -> Tensor:
+    """``log pi(a|s)`` for integer ``actions``; pass ``log_probs = logits.log_softmax(-1)`` if already computed."""
+    log_probs = logits.log_softmax(-1) if log_probs is None else log_probs
+    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
 
-def categorical_entropy(logits: Tensor) -> Tensor:
-    """Entropy of each row's categorical distribution."""
-    log_p = logits.log_softmax(-1)
+def categorical_entropy(logits: Tensor, log_probs: Tensor | None = None) -> Tensor:
+    """Entropy of each row's categorical distribution; ``log_probs`` as in :func:`categorical_log_prob`."""
+    log_p = logits.log_softmax(-1) if log_probs is None else log_probs
     return -(log_p.exp() * log_p).sum(-1)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -34,3 +36,25 @@ def mlp(
     if out_features is not None:
         layers.append(layer_init(nn.Linear(width, out_features), std=out_std))
     return nn.Sequential(*layers)
+
+
+def sequential_forward(net: nn.Sequential, x: Tensor) -> Tensor:
+    """``net(x)`` for a ``Sequential`` of ``Linear``/``Tanh``/``ReLU`` layers, without ``nn.Module.__call__``.
+
+    The same ops as ``net(x)`` (``F.linear``, ``torch.tanh``, ``torch.relu``), so the result is identical,
+    but about half the time for the tiny MLPs of RL: the per-layer call machinery (hooks, ``__getattr__``)
+    costs as much as a 64-wide matmul. Module hooks of the layers are not run. Other layer types are
+    called as usual.
+    """
+    for layer in net:
+        kind = type(layer)
+        if kind is nn.Linear:
+            params = layer._parameters  # a dict lookup, not nn.Module.__getattr__
+            x = F.linear(x, params["weight"], params["bias"])
+        elif kind is nn.Tanh:
+            x = torch.tanh(x)
+        elif kind is nn.ReLU:
+            x = torch.relu(x)
+        else:
+            x = layer(x)
+    return x

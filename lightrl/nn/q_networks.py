@@ -11,10 +11,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.nn.actor_critic import is_image_space
+from lightrl.nn.mlp import sequential_forward
 
 #: Bounds of the SAC actor's log standard deviation (CleanRL's ``LOG_STD_MIN``/``LOG_STD_MAX``).
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -93,10 +95,10 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         """Q-values ``[B, num_actions]``."""
-        hidden = self.encoder(obs)
+        hidden = sequential_forward(self.encoder, obs)  # same ops as self.encoder(obs), less call overhead
+        advantages = F.linear(hidden, self.head.weight, self.head.bias)
         if self.value_head is None:
-            return self.head(hidden)
-        advantages = self.head(hidden)
+            return advantages
         return self.value_head(hidden) + advantages - advantages.mean(dim=1, keepdim=True)
 
 
