@@ -2,9 +2,10 @@
 
 Each (row, library, repeat) trains in a fresh subprocess; libraries alternate A B A B so that machine
 noise hits both alike. Repeat ``r`` uses seed ``r + 1`` for both. Reported: env steps per second (min /
-median / max over repeats), the ratio of medians, and the deterministic evaluation return (10 episodes)
-at the end of each run (Atari rows report the mean return of the last 10 training episodes instead: a
-greedy Breakout policy can stall without pressing FIRE).
+median / max over repeats), the ratio of medians, and the deterministic evaluation return at the end of
+each run: 10 episodes, the same for both libraries (``lightrl.evaluate``'s sub-envs seeded 1000..1009).
+Atari rows report the mean return of the last 10 training episodes instead: a greedy Breakout policy can
+stall without pressing FIRE.
 
     python experiments/benchmark.py                      # every CPU row, 3 repeats (and the GPU rows on CUDA)
     python experiments/benchmark.py --rows ppo_cleanrl --repeats 5 --timesteps 100000
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 EXPERIMENTS = Path(__file__).parent
@@ -205,10 +207,37 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     return env
 
 
+class SB3Policy:
+    """An SB3 model as ``lightrl.evaluate`` takes a module, so both libraries are scored on the same episodes.
+
+    ``lightrl.evaluate`` plays 10 episodes on 10 sub-envs seeded 1000..1009; SB3's ``evaluate_policy`` on one env
+    seeded 1000 would start from other states, and on Pendulum the start state moves the return by ~100.
+    """
+
+    def __init__(self, model, env_id: str):
+        import torch
+
+        self.model, self.device, self.training = model, torch.device("cpu"), False
+        self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def act(self, obs, deterministic: bool = True):
+        import torch
+
+        actions, _ = self.model.predict(obs.cpu().numpy(), deterministic=deterministic)
+        return torch.as_tensor(actions)
+
+
 def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
     import stable_baselines3 as sb3
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
+
+    import lightrl
 
     class EpisodeRecorder(BaseCallback):
         def __init__(self):
@@ -230,7 +259,7 @@ def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
     model.learn(total_timesteps=timesteps, callback=recorder)
     seconds = time.perf_counter() - start
     if row.get("evaluate", True):
-        mean, _ = evaluate_policy(model, sb3_env(row, 1, 1000), n_eval_episodes=10, deterministic=True)
+        mean, _ = lightrl.evaluate(SB3Policy(model, lightrl_config(row)["init_args"]["env_id"]), num_episodes=10, seed=1000)
     else:
         mean = last_mean(recorder.episodes)
     return {"sps": model.num_timesteps / seconds, "sps_second_half": float("nan"), "return": float(mean),
