@@ -5,12 +5,14 @@ Examples::
     lightrl fit --config experiments/ppo_cartpole.yaml
     lightrl fit --config experiments/ppo_cartpole.yaml --model.num_envs 16 --trainer.precision bf16-mixed
     lightrl fit --model PPO --model.env_id Acrobot-v1 --trainer.logger CSVLogger
+    lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest interrupted run
     lightrl evaluate runs/lightrl/<run>/checkpoints/last.ckpt --num_episodes 10
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import netrc
 import os
 import re
@@ -24,6 +26,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightrl.algos.base import RLModule
+from lightrl.algos.resume import check_class, check_resume
+from lightrl.data.collector import NonFiniteError
 from lightrl.utils import load_module
 
 DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": "runs"}}
@@ -57,9 +61,51 @@ class LightRLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.max_epochs": -1, "trainer.log_every_n_steps": 1, "trainer.logger": DEFAULT_LOGGER})
 
+    def parse_arguments(self, parser, args) -> None:
+        self.argv = list(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # Replaces LightningCLI's version, which loads the checkpoint's hyperparameters over the command line's
+        # and fails obscurely on a checkpoint of another algorithm.
+        self.resume_checkpoint = None
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand == "fit" else None
+        if config is None or not config.get("ckpt_path"):
+            return
+        path = resolve_ckpt_path(config.ckpt_path, checkpoint_roots(config.trainer))
+        config.ckpt_path = path
+        if path is None:
+            print("lightrl: --ckpt_path last: no last checkpoint found yet; starting a new run.", file=sys.stderr)
+            return
+        checkpoint = self.resume_checkpoint = read_checkpoint(path)
+        model_class = config.model.class_path
+        try:
+            check_class(checkpoint.get("lightrl", {}).get("class_path"), class_path_of(model_class), source=f"checkpoint {path!r}")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        # The run keeps the checkpoint's hyperparameters, except those set by --model.* flags.
+        explicit = {m.group(1) for arg in self.argv if (m := re.match(r"--model\.(?:init_args\.)?(\w+)", arg))}
+        hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k not in explicit and not k.startswith("_")}
+        self.config = self.parser.parse_object({"fit": {"model": {"class_path": model_class, "init_args": hparams}}}, self.config)
+        run_id = checkpoint.get("lightrl", {}).get("wandb_run_id")
+        logger = self.config.fit.trainer.get("logger")
+        if run_id and str(getattr(logger, "class_path", "")).endswith("WandbLogger") and not logger.init_args.get("id"):
+            logger.init_args.id = run_id  # continue the same W&B run, in the same run folder
+            logger.dict_kwargs = {**(logger.get("dict_kwargs") or {}), "resume": "allow"}
+
     def before_instantiate_classes(self) -> None:
         if "WANDB_MODE" not in os.environ and wandb_mode() == "offline":
             os.environ["WANDB_MODE"] = "offline"
+
+    def before_fit(self) -> None:
+        """Before ``lightrl fit --ckpt_path``: check that the checkpoint fits the model, and report a mismatch in one line."""
+        if self.resume_checkpoint is not None:
+            try:
+                check_resume(self.model, self.resume_checkpoint, source=f"checkpoint {self.config.fit.ckpt_path!r}")
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            self.resume_checkpoint = None  # the Trainer loads it again; do not hold two copies
 
     def instantiate_classes(self) -> None:
         try:
@@ -69,6 +115,7 @@ class LightRLCLI(LightningCLI):
 
 
     def after_fit(self) -> None:
+        """After ``lightrl fit``: finish an offline W&B run and print the ``wandb sync`` command that uploads it."""
         logger = self.trainer.logger
         if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and os.environ.get("WANDB_MODE") == "offline":
             run_dir = Path(logger.experiment.dir).parent
@@ -76,6 +123,46 @@ class LightRLCLI(LightningCLI):
 
             wandb.finish()
             print(f"W&B run saved offline. Upload it with:\n  wandb sync {run_dir}")
+
+
+def class_path_of(import_path: str) -> str:
+    """``module.QualName`` of the class at ``import_path`` (``lightrl.PPO`` -> ``lightrl.algos.ppo.PPO``)."""
+    module, _, name = import_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def checkpoint_roots(trainer_config) -> list[Path]:
+    """Folders under which a run's checkpoints are written: the loggers' save dirs and ``default_root_dir``."""
+    roots = [Path(trainer_config.get("default_root_dir") or ".")]
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        if save_dir:
+            roots.append(Path(save_dir))
+    return roots
+
+
+def resolve_ckpt_path(ckpt_path: str, roots: Sequence[Path]) -> str | None:
+    """``last``: the newest ``last*.ckpt`` of any run under ``roots`` (None if there is none); else the path itself.
+
+    Raises:
+        UsageError: if the path does not exist.
+    """
+    if ckpt_path == "last":
+        found = [p for root in roots for depth in ("", "*/", "*/*/") for p in root.glob(f"{depth}checkpoints/last*.ckpt")]
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    if not Path(ckpt_path).is_file():
+        raise UsageError(f"checkpoint {ckpt_path!r} does not exist; pass the path of a .ckpt file, or --ckpt_path last.")
+    return ckpt_path
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint's contents (memory-mapped, so cheap), or raise UsageError naming the path."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, foreign pickle: all mean "cannot resume from this"
+        raise UsageError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: {err}); it may be truncated or not a checkpoint.") from None
 
 
 def evaluate_main(argv: Sequence[str]) -> None:
@@ -88,8 +175,8 @@ def evaluate_main(argv: Sequence[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
-        raise UsageError(f"checkpoint {args.ckpt_path!r} does not exist; pass the path of a .ckpt file.")
+    resolve_ckpt_path(args.ckpt_path, [])
+    read_checkpoint(args.ckpt_path)
     module = load_module(args.ckpt_path)
     mean, std = evaluate(module, num_episodes=args.num_episodes, seed=args.seed, deterministic=not args.stochastic)
     print(f"{type(module).__name__} on {module.hparams.env_id}: return {mean:.2f} +/- {std:.2f} over {args.num_episodes} episodes")
@@ -121,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (UsageError, argparse.ArgumentError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        print(f"lightrl: error: {err}", file=sys.stderr)
+        sys.exit(1)
     finally:
         # Lightning leaves a DDP process group up after fit; gloo's threads can abort the interpreter's exit.
         if torch.distributed.is_available() and torch.distributed.is_initialized():

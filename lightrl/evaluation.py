@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 import torch
 
 from lightrl.data.collector import Collector
-from lightrl.envs.vector import make_vec_env
+from lightrl.envs.vector import EnvWrapper, make_vec_env
 
 
 def evaluate(
@@ -33,11 +35,29 @@ def evaluate(
 
         mean_return, std_return = lightrl.evaluate(model, num_episodes=10)
     """
+    returns = episode_returns(module, num_episodes, seed, deterministic, max_envs)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def episode_returns(
+    module,
+    num_episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    max_envs: int = 16,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[EnvWrapper] = (),
+) -> list[float]:
+    """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them.
+
+    ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
+    """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
     num_envs = min(num_episodes, max_envs)
     targets = np.array([(num_episodes + i) // num_envs for i in range(num_envs)])
-    envs = make_vec_env(module.hparams.env_id, num_envs, seed=seed, env_kwargs=module.hparams.env_kwargs)
+    kwargs = {**(module.hparams.env_kwargs or {}), **(env_kwargs or {})}
+    envs = make_vec_env(module.hparams.env_id, num_envs, seed=seed, env_kwargs=kwargs, wrappers=wrappers)
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
@@ -55,4 +75,4 @@ def evaluate(
     finally:
         module.train(was_training)
         envs.close()
-    return float(np.mean(returns)), float(np.std(returns))
+    return returns

@@ -4,6 +4,8 @@ Run by tests/test_ddp.py in a subprocess (Lightning's ``ddp`` strategy re-launch
 rank), or by torchrun for the two-node loopback test:
 
     python tests/ddp_script.py OUT ALGO [key=value ...]           # 2 processes on this machine
+    python tests/ddp_script.py OUT ALGO stop_at=1024 ...          # also save OUT/stop.ckpt at 1024 env steps and stop
+    python tests/ddp_script.py OUT ALGO resume='"OUT/stop.ckpt"'  # continue from a checkpoint
     torchrun --nnodes 2 ... tests/ddp_script.py OUT ALGO nodes=2  # one process per node
 """
 
@@ -19,6 +21,9 @@ import lightning as L
 import torch
 
 import lightrl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.resume_check import StopAt  # noqa: E402
 
 
 class RecordRank(L.Callback):
@@ -49,15 +54,17 @@ def main() -> None:
     precision = options.pop("precision", "32-true")
     strategy = options.pop("strategy", "ddp")
     evaluate = options.pop("evaluate", "false") == "true"
+    stop_at, resume = json.loads(options.pop("stop_at", "null")), json.loads(options.pop("resume", "null"))
     kwargs = {key: json.loads(value) for key, value in options.items()}
     model = getattr(lightrl, algo)(**kwargs)
     record = RecordRank()
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, num_nodes=nodes, strategy=strategy, precision=precision,
         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[record],
+        enable_model_summary=False, callbacks=[record] + ([StopAt(stop_at, Path(out) / "stop.ckpt")] if stop_at else []),
+        deterministic=True,
     )
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=resume)
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     facts = {
         "rank": trainer.global_rank,

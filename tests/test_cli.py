@@ -12,7 +12,8 @@ import yaml
 
 from lightrl.cli import main, one_line
 
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+# Training configs; sweep_*.yaml are W&B sweep configs, checked in tests/test_docs.py.
+EXPERIMENTS = sorted(p for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml") if not p.name.startswith("sweep_"))
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -74,8 +75,8 @@ def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     main(["fit", "--model", "PPO", "--model.total_timesteps", "1024", "--trainer.logger", "CSVLogger",
           "--trainer.logger.save_dir", "logs", "--trainer.default_root_dir", "logs", *QUIET])
-    checkpoints = list(tmp_path.glob("logs/**/*.ckpt"))
-    assert len(checkpoints) == 1
+    checkpoints = sorted(tmp_path.glob("logs/**/*.ckpt"))
+    assert [c.name for c in checkpoints] == ["epoch=0-step=1024.ckpt", "last.ckpt"]  # the end of the run, and last to resume from
     metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()
     step = metrics[0].split(",").index("step")  # env steps are the x-axis
     assert [row.split(",")[step] for row in metrics[1:]] == ["512", "1024"]
@@ -99,10 +100,13 @@ def test_progress_bar_counts_env_steps_with_sps_and_return():
     import lightning as L
 
     import lightrl
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
     from lightrl.callbacks.progress import EnvStepProgressBar
 
     model = lightrl.PPO("CartPole-v1", total_timesteps=1024, seed=1)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1,
+                        callbacks=[TQDMProgressBar()])  # Lightning's default is Rich when rich is installed
     trainer.fit(model)
     bar = trainer.progress_bar_callback
     assert isinstance(bar, EnvStepProgressBar)

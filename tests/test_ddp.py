@@ -55,6 +55,22 @@ def test_uneven_episode_ends_across_ranks_do_not_hang(tmp_path):
     assert ranks[0]["train_batches"] == 100  # 2000 / (2 ranks * 2 envs * 5 steps)
 
 
+@pytest.mark.timeout(600)
+def test_ddp_resume_continues_each_rank_exactly(tmp_path):
+    # Each rank's envs, RNGs and replay buffer are gathered into the checkpoint and handed back to the same rank.
+    run = dict(env_id="CartPole-v1", num_envs=2, total_timesteps=1600, learning_starts=200, train_frequency=100,
+               gradient_steps=8, batch_size=16, buffer_size=1000, hidden_sizes=[16], save_replay_buffer=True, seed=2)  # fmt: skip
+    straight = run_ddp(tmp_path / "a", "DQN", **run)
+    run_ddp(tmp_path / "b", "DQN", stop_at=800, **run)
+    resumed = run_ddp(tmp_path / "c", "DQN", resume=str(tmp_path / "b" / "stop.ckpt"), **run)
+    import torch
+
+    ranks = torch.load(tmp_path / "b" / "stop.ckpt", weights_only=True)["lightrl_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["collector"]["obs"], ranks[1]["collector"]["obs"])
+    assert [r["params_sha"] for r in resumed] == [r["params_sha"] for r in straight]
+    assert resumed[0]["env_steps"] == 1600
+
+
 @pytest.mark.timeout(300)
 def test_dqn_ddp_two_processes(tmp_path):
     # Updates start at learning_starts (global env steps) on both ranks at once: 64 gradient steps every 64 env steps.

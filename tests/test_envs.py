@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import gymnasium as gym
@@ -260,3 +261,100 @@ def test_invalid_hyperparameters_raise_before_any_env_is_made(algo, kwargs, mess
     # that hyperparameters are checked before any env is created.
     with pytest.raises(ValueError, match=message):
         getattr(lightrl, algo)(env_id=UNKNOWN_ID, **kwargs)
+
+
+# ----------------------------------------------------------------------------- vectorization="envpool"
+requires_envpool = pytest.mark.skipif(importlib.util.find_spec("envpool") is None, reason="needs envpool (lightrl[envpool])")
+
+
+@requires_envpool
+def test_envpool_matches_gymnasium_same_step_semantics_exactly():
+    """Driven by the same actions, the envpool adapter reports what lightrl's SAME_STEP gymnasium env would."""
+    from lightrl.envs.vector import episode_stats, final_observations
+
+    envs = make_vec_env("CartPole-v1", num_envs=3, seed=5, rank=1, vectorization="envpool")
+    assert envs.metadata["autoreset_mode"] == AUTORESET_MODE
+    obs, _ = envs.reset()
+    returns, lengths, rng = np.zeros(3), np.zeros(3, dtype=int), np.random.default_rng(0)
+    ended = 0
+    for _ in range(200):
+        prev = obs
+        obs, rewards, terminated, truncated, infos = envs.step(rng.integers(0, 2, 3))
+        assert (rewards == 1.0).all()  # never the 0-reward reset step of NEXT_STEP mode
+        returns += rewards
+        lengths += 1
+        done = terminated | truncated
+        finals = final_observations(infos)
+        ids, ep_returns, ep_lengths = episode_stats(infos)
+        assert sorted(finals) == ids.tolist() == np.flatnonzero(done).tolist()
+        for i, r, l in zip(ids, ep_returns, ep_lengths):
+            assert (r, l) == (returns[i], lengths[i])
+            assert abs(finals[i][2]) > 0.2 or abs(finals[i][0]) > 2.4  # the terminal pole angle or cart position
+            assert np.abs(obs[i]).max() <= 0.05  # the reset observation
+            returns[i], lengths[i] = 0, 0
+            ended += 1
+        assert np.abs(obs[~done] - prev[~done]).max() < 1.0  # the others moved on one step
+    assert ended > 5
+    envs.close()
+
+
+@requires_envpool
+def test_envpool_adapter_equals_raw_envpool_with_the_reset_step_removed():
+    """Exact values: the adapter's stream is envpool's NEXT_STEP stream with each reset step folded into the step that ended."""
+    import envpool
+
+    raw = envpool.make_gymnasium("CartPole-v1", num_envs=1, seed=7)
+    envs = make_vec_env("CartPole-v1", num_envs=1, seed=7, vectorization="envpool")
+    np.testing.assert_array_equal(envs.reset()[0], raw.reset()[0])
+    actions = np.random.default_rng(1).integers(0, 2, 400)
+    episode_return, episodes = 0.0, 0
+    for a in actions:
+        raw_obs, raw_reward, raw_term, raw_trunc, _ = raw.step(np.array([a]))
+        obs, reward, term, trunc, infos = envs.step(np.array([a]))
+        assert (reward[0], term[0], trunc[0]) == (raw_reward[0], raw_term[0], raw_trunc[0])
+        episode_return += float(raw_reward[0])
+        if raw_term[0] or raw_trunc[0]:
+            np.testing.assert_array_equal(final_observations(infos)[0], raw_obs[0])
+            reset_obs, reset_reward, *_ = raw.step(np.array([0]))  # NEXT_STEP: the action is ignored, reward 0
+            assert reset_reward[0] == 0.0
+            np.testing.assert_array_equal(obs[0], reset_obs[0])
+            assert episode_stats(infos)[1].tolist() == [episode_return]
+            episode_return, episodes = 0.0, episodes + 1
+        else:
+            np.testing.assert_array_equal(obs[0], raw_obs[0])
+            assert "final_obs" not in infos
+    assert episodes >= 10
+
+
+@requires_envpool
+def test_envpool_seeds_are_distinct_per_sub_env_and_rank():
+    a = make_vec_env("CartPole-v1", num_envs=2, seed=1, rank=0, vectorization="envpool").reset()[0]
+    b = make_vec_env("CartPole-v1", num_envs=2, seed=1, rank=1, vectorization="envpool").reset()[0]
+    again = make_vec_env("CartPole-v1", num_envs=2, seed=1, rank=0, vectorization="envpool").reset()[0]
+    rows = np.concatenate([a, b])
+    assert len({tuple(r) for r in rows}) == 4
+    np.testing.assert_array_equal(a, again)
+
+
+@requires_envpool
+def test_envpool_refuses_ids_it_does_not_provide():
+    with pytest.raises(ValueError, match=f"vectorization='envpool' does not support env_id '{COUNTING_ID}'"):
+        make_vec_env(COUNTING_ID, vectorization="envpool")
+
+
+def test_envpool_missing_package_is_named(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "envpool", None)
+    with pytest.raises(ValueError, match=r"needs the envpool package: pip install 'lightrl\[envpool\]'"):
+        make_vec_env("CartPole-v1", vectorization="envpool")
+
+
+@requires_envpool
+def test_ppo_trains_on_envpool():
+    import lightning as L
+    import lightrl
+
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=64, vectorization="envpool")
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(model)
+    assert model.env_steps == 1024

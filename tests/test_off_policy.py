@@ -482,7 +482,7 @@ def test_checkpoint_without_replay_buffer_is_small(tmp_path):
     trainer = fit(model)
     trainer.save_checkpoint(tmp_path / "dqn.ckpt")
     checkpoint = torch.load(tmp_path / "dqn.ckpt", weights_only=False)
-    assert "replay_buffer" not in checkpoint["lightrl_off_policy"]
+    assert "replay_buffer" not in checkpoint["lightrl_ranks"][0]
     assert DQN.load_from_checkpoint(tmp_path / "dqn.ckpt").hparams.hidden_sizes == [16]
 
 

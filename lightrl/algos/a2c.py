@@ -15,6 +15,9 @@ from lightrl.losses import normalize, policy_gradient_loss, value_loss
 class A2C(OnPolicyAlgorithm):
     """A2C: one gradient step per short rollout. Defaults are Stable-Baselines3's.
 
+    With ``collector="async"`` each rollout is collected with the weights of one update before (one
+    rollout of policy lag) and A2C, which has no importance ratio, becomes slightly off-policy.
+
     Args:
         env_id: Gymnasium id; Box observations, Discrete or Box actions.
         num_envs: Sub-envs per process.
@@ -30,6 +33,9 @@ class A2C(OnPolicyAlgorithm):
         hidden_sizes: Hidden widths of the actor and critic MLPs.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs`` (see :class:`~lightrl.algos.base.RLModule`).
     """
+
+    supports_async_collector = True
+    acting_networks = ("agent",)
 
     def __init__(
         self,

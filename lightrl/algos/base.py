@@ -14,14 +14,17 @@ import lightning as L
 import numpy as np
 import torch
 from gymnasium import spaces
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.data.collector import Collector
+from lightrl.algos.resume import Resumable
+from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
+from lightrl.data.collector import Collector, NonFiniteError
 from lightrl.data.datasets import experience_loader
+from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
 from lightrl.optim import clip_grad_norm_
@@ -41,7 +44,7 @@ class OptimizerIteration:
     skipped: bool = False
 
 
-class RLModule(L.LightningModule):
+class RLModule(Resumable, L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -63,6 +66,15 @@ class RLModule(L.LightningModule):
         num_envs: Sub-envs per process.
         vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
         env_kwargs: Keyword arguments for ``gym.make``.
+        eval_frequency: Evaluate every this many env steps (and at the end) on separate envs, logging
+            ``eval/return_mean`` and ``eval/return_std``, and keep the best checkpoint by evaluation
+            return plus ``last`` (see :class:`~lightrl.callbacks.EvalCheckpoint`); 0 disables it.
+        eval_episodes: Deterministic episodes per evaluation.
+        capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
+        check_env: Run gymnasium's env checker on the env before training.
+        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects while the
+            learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms with
+            ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
         compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
             :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
 
@@ -86,6 +98,10 @@ class RLModule(L.LightningModule):
     action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
+    #: Whether ``collector="async"`` works: the algorithm collects with ``collect_rollout`` or ``collect_step``
+    #: and acts only through the networks named in ``acting_networks`` (copied to the actor process).
+    supports_async_collector: bool = False
+    acting_networks: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -95,6 +111,11 @@ class RLModule(L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
+        eval_frequency: int = 0,
+        eval_episodes: int = 10,
+        capture_video: bool = False,
+        check_env: bool = False,
+        collector: str = "sync",
         compile: bool = False,
     ):
         super().__init__()
@@ -102,6 +123,21 @@ class RLModule(L.LightningModule):
         require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
         require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+        require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
+        require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
+        require(collector in COLLECTORS, f"collector must be one of {COLLECTORS}, got {collector!r}.")
+        require(
+            collector == "sync" or type(self).supports_async_collector,
+            f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
+            "use collector='sync', or one of lightrl's PPO, A2C, DQN, SAC, TD3.",
+        )
+        require(
+            collector == "sync" or vectorization != "async",
+            "collector='async' runs the envs in one actor process, which cannot start vectorization='async' workers; "
+            "use vectorization='sync' or 'envpool' with it.",
+        )
+        if capture_video:
+            require_video_support()
         require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
         self.save_hyperparameters()
         self.env_steps = 0
@@ -110,6 +146,9 @@ class RLModule(L.LightningModule):
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
+        self._resume_states: list[dict[str, Any]] | None = None
+        self._local_checkpoint = False
+        self._final_rank_state: dict[str, Any] | None = None
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
 
     # ----------------------------------------------------------------- spaces and envs
@@ -119,6 +158,8 @@ class RLModule(L.LightningModule):
         Raises:
             ValueError: on an unknown env id, or a space this algorithm does not support.
         """
+        if self.hparams.check_env:
+            run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
         env = make_env(self.hparams.env_id, self.hparams.env_kwargs)
         try:
             obs_space, action_space = env.observation_space, env.action_space
@@ -133,6 +174,7 @@ class RLModule(L.LightningModule):
 
     @property
     def world_size(self) -> int:
+        """Number of DDP processes (1 outside a Trainer)."""
         return self.trainer.world_size if self._trainer is not None else 1
 
     @property
@@ -142,6 +184,7 @@ class RLModule(L.LightningModule):
 
     @property
     def budget_reached(self) -> bool:
+        """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
 
     def setup(self, stage: str) -> None:
@@ -152,6 +195,9 @@ class RLModule(L.LightningModule):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if self.hparams.collector == "async":  # the actor process makes the envs (at the first batch)
+            self.collector = AsyncCollector(self, rank, self.world_size, self.device)
+            return
         envs = make_vec_env(
             self.hparams.env_id,
             num_envs=self.hparams.num_envs,
@@ -164,12 +210,23 @@ class RLModule(L.LightningModule):
 
     def teardown(self, stage: str) -> None:
         if stage == "fit" and self.collector is not None:
+            self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
             self.collector.close()
             self.collector = None
 
     def train_dataloader(self) -> DataLoader:
         self.collector.device = self.device
-        return experience_loader(self.generate_batches)
+        return experience_loader(self._batches)
+
+    def _batches(self) -> Iterator[Any]:
+        # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
+        self.apply_resume_state()
+        if isinstance(self.collector, AsyncCollector):
+            self.collector.start(self)
+        try:
+            yield from self.generate_batches()
+        except NonFiniteError as err:
+            self.fail_nonfinite(str(err))
 
     def next_batch(self, dataloader_iter: Iterator) -> Any:
         """The next batch, fetched when the step asks for it.
@@ -227,14 +284,22 @@ class RLModule(L.LightningModule):
         if iteration.skipped:
             self.skipped_optimizer_steps += 1
 
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
+        if not bool(torch.isfinite(loss).all()):
+            self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
+        super().manual_backward(loss, *args, **kwargs)
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
         max_grad_norm = self.hparams.get("max_grad_norm")
         if max_grad_norm is None:
             return
         if type(self.trainer.precision_plugin) in (Precision, MixedPrecision) and self.grad_scaler is None:
-            clip_grad_norm_(optimizer, max_grad_norm)  # what those plugins do, without ~50 us of wrappers per step
-        else:
+            norm = clip_grad_norm_(optimizer, max_grad_norm)  # what those plugins do, without ~50 us of wrappers per step
+            if not bool(torch.isfinite(norm)):
+                self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(norm)) else 'Inf'} in the gradients")
+        else:  # under 16-mixed, inf gradients are the grad scaler's business: it skips the step and lowers the scale
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
 
     def acting_context(self):
@@ -249,6 +314,8 @@ class RLModule(L.LightningModule):
         self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if isinstance(self.collector, AsyncCollector):
+            self.collector.publish(self)
         self.timer.step()
         if self.budget_reached:
             self.trainer.should_stop = True
@@ -302,15 +369,7 @@ class RLModule(L.LightningModule):
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        from lightrl.callbacks.progress import EnvStepProgressBar
+        from lightrl.callbacks import default_callbacks
 
-        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
-        return [EnvStepProgressBar()] if type(bar) is TQDMProgressBar else []
-
-    # ----------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        cls = type(self)
-        checkpoint["lightrl"] = {"env_steps": self.env_steps, "class_path": f"{cls.__module__}.{cls.__qualname__}"}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.env_steps = checkpoint.get("lightrl", {}).get("env_steps", 0)
+        callbacks = default_callbacks(self)
+        return callbacks + [CloseAsyncCollector()] if self.hparams.collector == "async" else callbacks

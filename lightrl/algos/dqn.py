@@ -61,7 +61,7 @@ class DQN(OffPolicyAlgorithm):
         n_step: n-step returns.
         loss: ``"mse"`` (CleanRL) or ``"huber"`` (Nature DQN, Stable-Baselines3).
         max_grad_norm: Gradient-norm clip (Stable-Baselines3 uses 10); ``None`` disables it.
-        adam_eps: Adam's epsilon (Stable-Baselines3 uses 1e-5).
+        adam_eps: Adam's epsilon (1e-8 is torch's default, kept by CleanRL and by Stable-Baselines3's DQN).
         hidden_sizes: Widths of the hidden layers; for images, the first is the Nature-CNN's linear layer.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``save_replay_buffer``.
 
@@ -75,6 +75,8 @@ class DQN(OffPolicyAlgorithm):
         mean_return, std_return = lightrl.evaluate(model)
     """
 
+    supports_async_collector = True
+    acting_networks = ("q_network",)
     action_spaces = (spaces.Discrete,)
     action_space_hint = "DQN needs Discrete actions: use SAC or TD3 for Box (continuous) actions."
 

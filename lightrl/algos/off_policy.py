@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import torch
 from gymnasium import spaces
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
@@ -89,7 +90,8 @@ class OffPolicyAlgorithm(RLModule):
         require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         self.replay_buffer: ReplayBuffer | None = None
         self.num_updates = 0  # gradient steps taken, the clock of delayed policy and target updates
-        self._pending_state: dict[str, Any] | None = None
+        self.updates_resume_at = 0  # after resuming without a replay buffer: no updates before this env step
+        self._logged_buffer_size = False
         self._sampler: torch.Generator | None = None
         self._explorer: torch.Generator | None = None
 
@@ -123,7 +125,6 @@ class OffPolicyAlgorithm(RLModule):
             rank = self.trainer.global_rank
             self._sampler = torch.Generator(self.device).manual_seed(self.hparams.seed + rank)
             self._explorer = torch.Generator().manual_seed(self.hparams.seed + rank + 10_000)
-        self._restore_pending()
 
     # ----------------------------------------------------------------- experience
     def updates_due(self, before: int, after: int) -> int:
@@ -133,14 +134,14 @@ class OffPolicyAlgorithm(RLModule):
         ``learning_starts``, as in Stable-Baselines3 (``num_timesteps > learning_starts``).
         """
         freq = self.hparams.train_frequency
-        start = max(before, self.hparams.learning_starts)
+        start = max(before, self.hparams.learning_starts, self.updates_resume_at)
         if after <= start:
             return 0
         return (after // freq - start // freq) * self.hparams.gradient_steps
 
     def generate_batches(self) -> Iterator[dict[str, Tensor]]:
         collector = self.collector
-        if collector.obs is None:
+        if collector.obs is None and self.hparams.collector == "sync":
             collector.reset()
         while not self.budget_reached:
             before = self.env_steps
@@ -154,6 +155,12 @@ class OffPolicyAlgorithm(RLModule):
 
     def collect_step(self) -> None:
         """One vector step with the exploration policy, stored in the replay buffer."""
+        if self.hparams.collector == "async":  # the actor process acted and stepped: store what it sent
+            self.replay_buffer.add(*self.collector.next_transition())
+            before = self.env_steps
+            self.env_steps += self.steps_per_env_step
+            self.after_env_step(before, self.env_steps)
+            return
         collector, timer = self.collector, self.timer
         obs = collector.obs
         tic = timer.start()
@@ -214,29 +221,34 @@ class OffPolicyAlgorithm(RLModule):
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"num_updates": self.num_updates}
-        if self._sampler is not None:
-            state["sampler"] = self._sampler.get_state()
-            state["explorer"] = self._explorer.get_state()
-        if self.hparams.save_replay_buffer and self.replay_buffer is not None:
+        checkpoint["lightrl"]["num_updates"] = self.num_updates
+        checkpoint["lightrl"]["updates_resume_at"] = self.updates_resume_at
+
+    def rank_state(self) -> dict[str, Any]:
+        state = {**super().rank_state(), "sampler": self._sampler.get_state(), "explorer": self._explorer.get_state()}
+        if self.hparams.save_replay_buffer:
             state["replay_buffer"] = self.replay_buffer.state_dict()
-        checkpoint["lightrl_off_policy"] = state
+            size = sum(t.nbytes for t in state["replay_buffer"].values() if isinstance(t, Tensor))
+            if not self._logged_buffer_size:
+                rank_zero_info(f"lightrl: checkpoints include the replay buffer ({size / 2**20:.1f} MiB per process).")
+                self._logged_buffer_size = True
+        return state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("lightrl_off_policy", {})
-        self.num_updates = state.get("num_updates", 0)
-        # Usually called before on_fit_start() has built the buffer (always so in load_from_checkpoint).
-        self._pending_state = state
-        if self.replay_buffer is not None:
-            self._restore_pending()
+        self.num_updates = checkpoint["lightrl"].get("num_updates", 0)
+        self.updates_resume_at = checkpoint["lightrl"].get("updates_resume_at", 0)
 
-    def _restore_pending(self) -> None:
-        state, self._pending_state = self._pending_state, None
-        if not state:
-            return
-        if "sampler" in state:
-            self._sampler.set_state(state["sampler"])
-            self._explorer.set_state(state["explorer"])
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        super().load_rank_state(state)
+        self._sampler.set_state(state["sampler"])
+        self._explorer.set_state(state["explorer"])
         if "replay_buffer" in state:
             self.replay_buffer.load_state_dict(state["replay_buffer"])
+        else:
+            # Without the buffer, refill it with the current policy for learning_starts env steps before updating.
+            self.updates_resume_at = self.env_steps + self.hparams.learning_starts
+            rank_zero_warn(
+                f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
+                f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
+            )

@@ -62,7 +62,12 @@ class OnPolicyAlgorithm(RLModule):
     def generate_batches(self) -> Iterator[dict[str, Tensor]]:
         # Every rank runs the same number of rollouts (env_steps is global), so DDP never waits on a missing batch.
         while not self.budget_reached:
-            yield self.collect_rollout()
+            if self.hparams.collector == "async":  # collected by the actor process, one update behind
+                batch = self.collector.next_rollout()
+                self.env_steps += self.batch_size * self.world_size
+                yield batch
+            else:
+                yield self.collect_rollout()
 
     @torch.no_grad()
     def collect_rollout(self) -> dict[str, Tensor]:
@@ -108,4 +113,5 @@ class OnPolicyAlgorithm(RLModule):
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Metrics of the rollout itself: how well the values collected with it explain its returns."""
         return {"losses/explained_variance": explained_variance(batch["values"], batch["returns"])}

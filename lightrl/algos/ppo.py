@@ -83,6 +83,9 @@ class PPO(OnPolicyAlgorithm):
         L.Trainer(logger=False).fit(lightrl.PPO("CartPole-v1", total_timesteps=100_000))
     """
 
+    supports_async_collector = True
+    acting_networks = ("agent",)
+
     def __init__(
         self,
         env_id: str = "CartPole-v1",

@@ -120,6 +120,8 @@ class SAC(OffPolicyAlgorithm):
         L.Trainer(max_epochs=-1, logger=False).fit(model)
     """
 
+    supports_async_collector = True
+    acting_networks = ("actor",)
     action_spaces = (spaces.Box,)
     action_space_hint = "SAC needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +13,10 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.envs.vector import episode_stats, final_observations
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or Inf in observations, rewards, losses or gradients: training stops with this error."""
 
 
 def obs_dtype(space: spaces.Space) -> torch.dtype:
@@ -81,6 +86,9 @@ class Collector:
         if self.obs is None:
             self.reset()
         next_obs, rewards, terminated, truncated, infos = self.envs.step(self.env_actions(actions))
+        check_finite("rewards", rewards)
+        if self.obs_dtype.is_floating_point:
+            check_finite("observations", next_obs)
         envs_done, returns, lengths = episode_stats(infos)
         episodes = list(zip(envs_done.tolist(), returns.tolist(), lengths.tolist()))
         if episodes:
@@ -104,5 +112,37 @@ class Collector:
         self.finished_returns, self.finished_lengths = [], []
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The current observation, the envs' state and the episode statistics not yet logged."""
+        get_state = getattr(self.envs, "get_state", None)
+        return {
+            "obs": None if self.obs is None else self.obs.cpu(),
+            "envs": get_state() if get_state else {"error": f"{type(self.envs).__name__} has no get_state()"},
+            "finished_returns": list(self.finished_returns),
+            "finished_lengths": list(self.finished_lengths),
+            "recent_returns": list(self.recent_returns),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Continue from :meth:`state_dict`; returns whether the episodes in progress could be restored."""
+        self.finished_returns = list(state["finished_returns"])
+        self.finished_lengths = list(state["finished_lengths"])
+        self.recent_returns.clear()
+        self.recent_returns.extend(state["recent_returns"])
+        set_state = getattr(self.envs, "set_state", None)
+        restored = set_state is not None and state["obs"] is not None and set_state(state["envs"])
+        self.obs = state["obs"].to(self.device) if restored else None
+        return restored
+
     def close(self) -> None:
+        """Close the vector env (and its worker processes with ``vectorization="async"``)."""
         self.envs.close()
+
+
+def check_finite(what: str, values: np.ndarray) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` and the sub-envs if ``values`` holds NaN or Inf."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1)).tolist()
+        kind = "NaN" if np.isnan(values).any() else "Inf"
+        raise NonFiniteError(f"{kind} in the {what} of sub-env(s) {bad}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import pickle
+import warnings
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
@@ -14,7 +17,7 @@ EnvWrapper = Callable[[gym.Env], gym.Env]
 #: it, and the last observation of the episode comes back as ``info["final_obs"]``. Every stored transition
 #: is then a real one, and truncated episodes can be bootstrapped from their final observation.
 AUTORESET_MODE = AutoresetMode.SAME_STEP
-VECTORIZATIONS = ("sync", "async")
+VECTORIZATIONS = ("sync", "async", "envpool")
 
 
 def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
@@ -72,7 +75,8 @@ def make_vec_env(
         num_envs: Number of sub-envs in this process.
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
-        vectorization: ``"sync"`` (one process; fastest for cheap envs) or ``"async"`` (a process per sub-env).
+        vectorization: ``"sync"`` (one process; fastest for cheap envs), ``"async"`` (a process per sub-env)
+            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; ``wrappers`` do not apply).
         env_kwargs: Keyword arguments for ``gym.make``.
         wrappers: Extra per-env wrappers, applied after lightrl's own.
 
@@ -85,6 +89,10 @@ def make_vec_env(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs}.")
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
+    if vectorization == "envpool":
+        from lightrl.envs.envpool_env import EnvPoolVectorEnv
+
+        return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
     make_env(env_id, env_kwargs, wrappers).close()  # fail here, in this process, on a bad id
     fns = [lambda: make_env(env_id, env_kwargs, wrappers) for _ in range(num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
@@ -93,13 +101,56 @@ def make_vec_env(
 
 
 class SeededVectorEnv(gym.vector.VectorWrapper):
-    """Seeds each sub-env (and its action space) on the first reset that is given no seed."""
+    """Seeds each sub-env (and its action space) on the first reset that is given no seed.
+
+    For a synchronous vector env, :meth:`get_state` and :meth:`set_state` capture and restore every
+    sub-env (with its wrappers, RNG and episode in progress), which is what lets a resumed run continue
+    the same episodes.
+    """
 
     def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]):
         super().__init__(env)
         self.seeds = seeds
         self._seeded = False
         self.env.action_space.seed(seeds[0])
+
+    def get_state(self) -> dict[str, Any]:
+        """The sub-envs' state as pickled bytes, or ``{"error": reason}`` where it cannot be captured.
+
+        Only a :class:`~gymnasium.vector.SyncVectorEnv` holds its sub-envs in this process; the sub-envs
+        of an async vector env live in worker processes, and some envs (e.g. emulators) cannot be pickled.
+        """
+        vector = self.env.unwrapped
+        if not isinstance(vector, gym.vector.SyncVectorEnv):
+            return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+        try:
+            envs = pickle.dumps(vector.envs)
+        except Exception as err:  # any env attribute may refuse pickling (C++ handles, open files, sockets)
+            return {"error": f"{type(vector.envs[0].unwrapped).__name__} cannot be pickled ({type(err).__name__}: {err})"}
+        return {"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}
+
+    def set_state(self, state: dict[str, Any]) -> bool:
+        """Restore what :meth:`get_state` captured; warn and return False if that was not possible.
+
+        Without a state the sub-envs are reset on the next step, with seeds that differ from the run's
+        first ones so that the resumed run does not replay its first episodes.
+        """
+        if "envs" in state:
+            vector = self.env.unwrapped
+            envs = pickle.loads(state["envs"])
+            if len(envs) == len(vector.envs):
+                vector.close_extras()
+                vector.envs = envs
+                self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
+                self._seeded = True
+                return True
+            reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+        else:
+            reason = state.get("error", "the checkpoint has no env state")
+        warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=2)
+        self.seeds = [s + 7919 * len(self.seeds) for s in self.seeds]  # fresh episodes, still distinct per sub-env and rank
+        self._seeded = False
+        return False
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if seed is None and not self._seeded:
