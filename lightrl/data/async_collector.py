@@ -39,7 +39,7 @@ import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from lightrl.data.collector import Collector, NonFiniteError
+from lightrl.data.collector import Collector, EpisodeStats, NonFiniteError
 
 COLLECTORS = ("sync", "async")
 #: ``spawn``: the learner has started torch's OpenMP threads by the time the actor starts, and a forked
@@ -51,7 +51,7 @@ MAX_CHUNK = 256
 NO_ENV_STATE = {"error": "collector='async' keeps its envs in the actor process"}
 
 
-class AsyncCollector:
+class AsyncCollector(EpisodeStats):
     """The learner's end of the actor process: receives experience, publishes weights, shuts it down.
 
     Stands in for :class:`~lightrl.data.collector.Collector` on the module (episode statistics,
@@ -67,10 +67,8 @@ class AsyncCollector:
 
     def __init__(self, module: Any, rank: int, world_size: int, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
+        super().__init__()
         self.obs = None  # the current observation lives in the actor process
-        self.finished_returns: list[float] = []
-        self.finished_lengths: list[int] = []
-        self.recent_returns: deque[float] = deque(maxlen=100)
         self.resumed = False
         self._on_policy = hasattr(module, "collect_rollout")
         self._names = tuple(module.acting_networks)
@@ -132,10 +130,7 @@ class AsyncCollector:
             if error_type == "NonFiniteError":
                 raise NonFiniteError(message)
             raise RuntimeError(f"The async collector's actor process failed with {error_type}: {message}\n{episodes}")
-        returns, lengths = episodes
-        self.finished_returns.extend(returns)
-        self.finished_lengths.extend(lengths)
-        self.recent_returns.extend(returns)
+        self.add_episodes(*episodes)
         return payload
 
     def next_rollout(self) -> dict[str, Tensor]:
@@ -150,28 +145,17 @@ class AsyncCollector:
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         return to(obs), to(actions), to(rewards), to(terminated), to(truncated), to(next_obs), {i: to(o) for i, o in final_obs.items()}
 
-    def pop_finished_episodes(self) -> tuple[list[float], list[int]]:
-        """Returns and lengths of the episodes received since the last call."""
-        out = self.finished_returns, self.finished_lengths
-        self.finished_returns, self.finished_lengths = [], []
-        return out
-
     def state_dict(self) -> dict[str, Any]:
         """Episode statistics only: the envs are in the actor process, so a resumed run restarts them."""
         return {
             "obs": None,
             "envs": dict(NO_ENV_STATE),
-            "finished_returns": list(self.finished_returns),
-            "finished_lengths": list(self.finished_lengths),
-            "recent_returns": list(self.recent_returns),
+            **self.episode_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore the episode statistics; the envs restart from fresh episodes (with a warning). Returns False."""
-        self.finished_returns = list(state["finished_returns"])
-        self.finished_lengths = list(state["finished_lengths"])
-        self.recent_returns.clear()
-        self.recent_returns.extend(state["recent_returns"])
+        self.load_episode_state(state)
         reason = state["envs"].get("error", "collector='async' cannot restore env state")
         warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=2)
         self.resumed = True

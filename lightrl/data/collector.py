@@ -41,7 +41,40 @@ class StepResult:
     """``(sub-env index, return, length)`` of each episode that ended in this step."""
 
 
-class Collector:
+class EpisodeStats:
+    """Returns and lengths of finished episodes: those not yet logged, and the last 100 (progress bar)."""
+
+    def __init__(self) -> None:
+        self.finished_returns: list[float] = []
+        self.finished_lengths: list[int] = []
+        self.recent_returns: deque[float] = deque(maxlen=100)
+
+    def add_episodes(self, returns: list[float], lengths: list[int]) -> None:
+        """Record episodes that just finished."""
+        self.finished_returns.extend(returns)
+        self.finished_lengths.extend(lengths)
+        self.recent_returns.extend(returns)
+
+    def pop_finished_episodes(self) -> tuple[list[float], list[int]]:
+        """Returns and lengths of the episodes finished since the last call."""
+        out = self.finished_returns, self.finished_lengths
+        self.finished_returns, self.finished_lengths = [], []
+        return out
+
+    def episode_state(self) -> dict[str, list]:
+        """The statistics as plain lists, for a checkpoint."""
+        return {"finished_returns": list(self.finished_returns), "finished_lengths": list(self.finished_lengths),
+                "recent_returns": list(self.recent_returns)}  # fmt: skip
+
+    def load_episode_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`episode_state` returned."""
+        self.finished_returns = list(state["finished_returns"])
+        self.finished_lengths = list(state["finished_lengths"])
+        self.recent_returns.clear()
+        self.recent_returns.extend(state["recent_returns"])
+
+
+class Collector(EpisodeStats):
     """Steps a vector env, keeps the current observation and the statistics of finished episodes.
 
     It belongs to the algorithm module, not to a dataloader iterator, so episodes in progress survive
@@ -61,9 +94,7 @@ class Collector:
         self._discrete = isinstance(space, spaces.Discrete)
         self._low, self._high = (None, None) if self._discrete else (space.low, space.high)
         self.obs: Tensor | None = None
-        self.finished_returns: list[float] = []
-        self.finished_lengths: list[int] = []
-        self.recent_returns: deque[float] = deque(maxlen=100)
+        super().__init__()
 
     def to_tensor(self, obs: np.ndarray) -> Tensor:
         """An observation batch as a tensor of the storage dtype on the collector's device."""
@@ -92,9 +123,7 @@ class Collector:
         envs_done, returns, lengths = episode_stats(infos)
         episodes = list(zip(envs_done.tolist(), returns.tolist(), lengths.tolist()))
         if episodes:
-            self.finished_returns.extend(returns.tolist())
-            self.finished_lengths.extend(lengths.tolist())
-            self.recent_returns.extend(returns.tolist())
+            self.add_episodes(returns.tolist(), lengths.tolist())
         self.obs = self.to_tensor(next_obs)
         final = {i: self.to_tensor(o) for i, o in final_observations(infos).items()}
         return StepResult(
@@ -106,29 +135,18 @@ class Collector:
             episodes=episodes,
         )
 
-    def pop_finished_episodes(self) -> tuple[list[float], list[int]]:
-        """Returns and lengths of the episodes finished since the last call."""
-        out = self.finished_returns, self.finished_lengths
-        self.finished_returns, self.finished_lengths = [], []
-        return out
-
     def state_dict(self) -> dict[str, Any]:
         """The current observation, the envs' state and the episode statistics not yet logged."""
         get_state = getattr(self.envs, "get_state", None)
         return {
             "obs": None if self.obs is None else self.obs.cpu(),
             "envs": get_state() if get_state else {"error": f"{type(self.envs).__name__} has no get_state()"},
-            "finished_returns": list(self.finished_returns),
-            "finished_lengths": list(self.finished_lengths),
-            "recent_returns": list(self.recent_returns),
+            **self.episode_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Continue from :meth:`state_dict`; returns whether the episodes in progress could be restored."""
-        self.finished_returns = list(state["finished_returns"])
-        self.finished_lengths = list(state["finished_lengths"])
-        self.recent_returns.clear()
-        self.recent_returns.extend(state["recent_returns"])
+        self.load_episode_state(state)
         set_state = getattr(self.envs, "set_state", None)
         restored = set_state is not None and state["obs"] is not None and set_state(state["envs"])
         self.obs = state["obs"].to(self.device) if restored else None
