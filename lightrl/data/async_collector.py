@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from lightrl.data.collector import Collector, EpisodeStats, NonFiniteError
+from lightrl.envs.vector import warn_env_state_lost
 
 COLLECTORS = ("sync", "async")
 #: ``spawn``: the learner has started torch's OpenMP threads by the time the actor starts, and a forked
@@ -156,8 +157,7 @@ class AsyncCollector(EpisodeStats):
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore the episode statistics; the envs restart from fresh episodes (with a warning). Returns False."""
         self.load_episode_state(state)
-        reason = state["envs"].get("error", "collector='async' cannot restore env state")
-        warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=2)
+        warn_env_state_lost(state["envs"].get("error", "collector='async' cannot restore env state"))
         self.resumed = True
         return False
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from lightrl.envs.vector import AUTORESET_MODE
+from lightrl.envs.vector import AUTORESET_MODE, warn_env_state_lost
 
 MISSING = "vectorization='envpool' needs the envpool package: pip install 'lightrl[envpool]'"
 
@@ -102,8 +101,7 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
 
     def set_state(self, state: dict[str, Any]) -> bool:
         """EnvPool's state cannot be restored: warn; the sub-envs restart from a reset on the next step."""
-        warnings.warn(f"The envs' state was not restored ({state.get('error', 'EnvPool cannot restore env state')}); "
-                      "episodes in progress restart from a reset.", stacklevel=2)
+        warn_env_state_lost(state.get("error", "EnvPool cannot restore env state"))
         return False
 
     def close(self, **kwargs: Any) -> None:

@@ -100,6 +100,11 @@ def make_vec_env(
     return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
 
 
+def warn_env_state_lost(reason: str) -> None:
+    """Warn that a resumed run could not restore its envs, and why: episodes restart from a reset."""
+    warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=3)
+
+
 class SeededVectorEnv(gym.vector.VectorWrapper):
     """Seeds each sub-env (and its action space) on the first reset that is given no seed.
 
@@ -147,7 +152,7 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
             reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
         else:
             reason = state.get("error", "the checkpoint has no env state")
-        warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=2)
+        warn_env_state_lost(reason)
         self.seeds = [s + 7919 * len(self.seeds) for s in self.seeds]  # fresh episodes, still distinct per sub-env and rank
         self._seeded = False
         return False
