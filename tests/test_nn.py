@@ -1,0 +1,42 @@
+"""lightrl.nn.mlp.input_major: a memory layout for narrow first layers, same values and gradients."""
+
+import copy
+
+import torch
+from torch import nn
+
+from lightrl.nn.mlp import input_major, mlp
+from lightrl.nn.q_networks import TwinQ
+
+
+def test_input_major_changes_the_layout_not_the_values_or_the_gradients():
+    torch.manual_seed(0)
+    reference = nn.Linear(4, 32)
+    layer = input_major(copy.deepcopy(reference))
+    assert layer.weight.shape == (32, 4) and layer.weight.stride() == (1, 32)
+    assert torch.equal(layer.weight, reference.weight) and isinstance(layer.weight, nn.Parameter)
+    x = torch.randn(16, 4, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    layer(x).square().sum().backward()
+    reference(x_ref).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+def test_input_major_leaves_wide_inputs_alone():
+    layer = input_major(nn.Linear(64, 8))
+    assert layer.weight.is_contiguous()
+
+
+def test_networks_keep_the_layout_through_copies_and_state_dicts():
+    critic = TwinQ(3, 1, (32, 32))
+    first = critic.qf1[0].weight
+    assert first.stride() == (1, 32)
+    target = copy.deepcopy(critic)
+    assert target.qf1[0].weight.stride() == (1, 32)
+    fresh = TwinQ(3, 1, (32, 32))
+    fresh.load_state_dict(critic.state_dict())
+    assert fresh.qf1[0].weight.stride() == (1, 32) and torch.equal(fresh.qf1[0].weight, first)
+    policy = mlp(4, (64, 64), 2)
+    assert policy[0].weight.stride() == (1, 64) and policy[2].weight.is_contiguous()
