@@ -25,7 +25,7 @@ def input_major(layer: nn.Linear) -> nn.Linear:
     layout and few inputs (an observation of 4 numbers), the weight and input gradients come from
     products with only ``in_features`` output columns, which MKL runs ~6x slower than the transposed
     products this layout selects (on one CPU core, 78 us instead of 13 us for a batch of 256 into 256
-    units). The first layers of SAC's critics and actor then take a third of the time. Optimizers,
+    units). A first layer's forward and backward pass then takes 101 us instead of 226 us. Optimizers,
     ``state_dict`` and copies keep the layout.
     """
     if layer.in_features < layer.out_features:
