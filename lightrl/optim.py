@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from torch.optim import optimizer as torch_optimizer
 
 # Adam's own step, without the hook-running wrapper that torch adds per class (FusedAdam.step has its own).
 _ADAM_STEP = getattr(torch.optim.Adam.step, "__wrapped__", torch.optim.Adam.step)
@@ -23,12 +24,35 @@ class FusedAdam(torch.optim.Adam):
     first step, a parameter without a gradient, a grad scaler's ``grad_scale``/``found_inf``, options
     the shortcut does not cover (``amsgrad``, ``maximize``, ``decoupled_weight_decay``, a tensor ``lr``)
     and mixed devices or dtypes take ``torch.optim.Adam.step`` as usual.
+
+    ``step()`` and ``zero_grad()`` enter torch's profiler ranges and run the step hooks only when a
+    profiler is running or a hook is registered: without them they cost ~15 us and ~8 us less per call.
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, **kwargs: Any):
         super().__init__(params, lr=lr, fused=True, **kwargs)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if (
+            torch._C._autograd._profiler_enabled()
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or torch_optimizer._global_optimizer_pre_hooks
+            or torch_optimizer._global_optimizer_post_hooks
+        ):
+            return _HOOKED_STEP(self, closure)
+        return self._step(closure)
+
+    step.hooked = True  # torch wraps the step of each Optimizer class in its hook runner unless it is marked
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none or torch._C._autograd._profiler_enabled():
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def _step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -67,6 +91,9 @@ class FusedAdam(torch.optim.Adam):
         return groups
 
 
+_HOOKED_STEP = torch.optim.Optimizer.profile_hook_step(FusedAdam._step)
+
+
 def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
     """Adam with the fused kernel (the fastest on CPU and GPU) where Lightning allows it, else ``torch.optim.Adam``.
 
@@ -91,8 +118,8 @@ def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> to
 
 
 @torch.no_grad()
-def clip_grad_norm_(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
-    """Scale the gradients of ``optimizer``'s parameters so that their global L2 norm is at most ``max_norm``.
+def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> float:
+    """Scale the gradients of ``params`` so that their global L2 norm is at most ``max_norm``.
 
     The rule of ``torch.nn.utils.clip_grad_norm_(params, max_norm)``: gradients are multiplied by
     ``max_norm / (norm + 1e-6)`` when that is below 1. It takes a third of the time: it skips the grouping
@@ -101,7 +128,7 @@ def clip_grad_norm_(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
     the gradients untouched when they are within the bound. Returns the norm before clipping (NaN or inf
     when a gradient is not finite, in which case nothing is scaled).
     """
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))

@@ -1,12 +1,13 @@
-"""lightrl.nn.mlp.input_major: a memory layout for narrow first layers, same values and gradients."""
+"""lightrl.nn: input_major (a memory layout for narrow first layers, same values and gradients) and the SAC actor."""
 
 import copy
 
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from lightrl.nn.mlp import input_major, mlp
-from lightrl.nn.q_networks import TwinQ
+from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
 
 
 def test_input_major_changes_the_layout_not_the_values_or_the_gradients():
@@ -40,3 +41,17 @@ def test_networks_keep_the_layout_through_copies_and_state_dicts():
     assert fresh.qf1[0].weight.stride() == (1, 32) and torch.equal(fresh.qf1[0].weight, first)
     policy = mlp(4, (64, 64), 2)
     assert policy[0].weight.stride() == (1, 64) and policy[2].weight.is_contiguous()
+
+
+def test_sac_actor_act_draws_the_action_of_sample():
+    # SAC explores with act(), which skips the log-probability: the same draw must give the same action.
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(3, spaces.Box(-2.0, 2.0, (2,)))
+    obs = torch.randn(5, 3)
+    torch.manual_seed(1)
+    sampled, _ = actor.sample(obs)
+    torch.manual_seed(1)
+    acted = actor.act(obs)
+    assert torch.equal(acted, sampled) and acted.abs().max() <= 2.0
+    mean, _ = actor(obs)
+    assert torch.equal(actor.act(obs, deterministic=True), torch.tanh(mean) * 2.0)

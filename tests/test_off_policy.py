@@ -158,13 +158,13 @@ def test_dqn_target_is_fixed_within_an_update_phase():
 @pytest.mark.parametrize("algo", ["SAC", "TD3"])
 def test_policy_and_target_updates_count_gradient_steps(algo):
     """SAC: actor updated policy_frequency times every policy_frequency gradient steps; TD3: once."""
-    counts = {"critic": 0, "actor": 0, "alpha": 0}
+    counts = {"critic": 0, "actor": 0}
     cls = SAC if algo == "SAC" else TD3
 
     class Counting(cls):
         def configure_optimizers(self):
             optimizers = super().configure_optimizers()
-            for name, opt in zip(["critic", "actor", "alpha"], optimizers):
+            for name, opt in zip(["critic", "actor"], optimizers):
                 opt.register_step_post_hook(lambda *_, name=name: counts.__setitem__(name, counts[name] + 1))
             return optimizers
 
@@ -172,7 +172,9 @@ def test_policy_and_target_updates_count_gradient_steps(algo):
     fit(model)
     assert counts["critic"] == model.num_updates == 150 - 50
     if algo == "SAC":
-        assert counts["actor"] == counts["alpha"] == 3 * (model.num_updates // 3)
+        assert counts["actor"] == 3 * (model.num_updates // 3)
+        policy_optimizer = model.trainer.optimizers[1]
+        assert float(policy_optimizer.state[model.log_alpha]["step"]) == counts["actor"]  # alpha steps with the actor
     else:
         assert counts["actor"] == model.num_updates // 3
 
@@ -253,23 +255,25 @@ def test_each_optimizer_changes_only_its_own_parameters(algo):
     fit(model)
     assert violations == []
     kinds = {frozenset(n.split(".")[0] for n in changed) for changed in steps}
-    expected = {frozenset({"critic"}), frozenset({"actor"})} | ({frozenset({"log_alpha"})} if algo == "SAC" else set())
+    expected = {frozenset({"critic"}), frozenset({"actor", "log_alpha"} if algo == "SAC" else {"actor"})}
     assert kinds == expected
 
 
-def test_gradient_clipping_acts_on_each_optimizer_before_its_step():
+def test_gradient_clipping_acts_on_each_parameter_group_before_its_step():
     norms = []
 
     class Clipped(SAC):
         def on_before_optimizer_step(self, optimizer):
             super().on_before_optimizer_step(optimizer)  # clips; Lightning then steps with these gradients
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+            for group in optimizer.param_groups:
+                grads = [p.grad for p in group["params"] if p.grad is not None]
+                norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
 
     model = Clipped(**{**hparams_of(tiny_sac(policy_frequency=1)), "max_grad_norm": 0.01})
     fit(model)
-    assert len(norms) == 3 * model.num_updates  # critic, actor and entropy coefficient
+    assert len(norms) == 3 * model.num_updates  # critic, actor and entropy coefficient, each clipped on its own
     assert max(norms) <= 0.01 * (1 + 1e-4)
+    assert min(norms[2::3]) > 0.01 * (1 - 1e-4)  # the entropy coefficient's own norm, not shrunk by the actor's
 
 
 class CountingScaler(torch.amp.GradScaler):
@@ -286,7 +290,7 @@ class CountingScaler(torch.amp.GradScaler):
 def test_grad_scaler_is_updated_once_per_iteration(algo, expected):
     """16-mixed (a CPU GradScaler here): one scaler.update() per gradient step of all optimizers.
 
-    Lightning alone would update after each of SAC's 300 (TD3's 150) optimizer steps. SAC with
+    Lightning alone would update after each of SAC's 200 (TD3's 150) optimizer steps. SAC with
     policy_frequency=2 takes 50 extra actor/alpha iterations (CleanRL's make-up updates).
     """
     from lightning.pytorch.plugins.precision import MixedPrecision

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from lightrl.optim import FusedAdam, clip_grad_norm_
 
@@ -73,6 +74,37 @@ def test_fused_adam_runs_the_closure_and_the_step_hooks():
     assert calls == ["pre", "closure", "post"] and loss is not None
 
 
+def test_fused_adam_runs_global_hooks_and_shows_in_the_profiler():
+    model = net()
+    optimizer = FusedAdam(model.parameters(), lr=1e-2)
+    train(model, optimizer, steps=1)
+    calls = []
+    handles = [
+        register_optimizer_step_pre_hook(lambda *_: calls.append("pre")),
+        register_optimizer_step_post_hook(lambda *_: calls.append("post")),
+    ]
+    try:
+        train(model, optimizer, steps=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == ["pre", "post"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        train(model, optimizer, steps=1)
+    names = {event.name for event in prof.events()}
+    assert {"Optimizer.step#FusedAdam.step", "Optimizer.zero_grad#FusedAdam.zero_grad"} <= names
+
+
+def test_fused_adam_zero_grad_sets_none_or_zeros():
+    model = net()
+    optimizer = FusedAdam(model.parameters(), lr=1e-2)
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_fused_adam_resumes_from_a_torch_adam_state_dict():
     a, b = net(), net()
     reference = torch.optim.Adam(a.parameters(), lr=1e-2, fused=True)
@@ -91,8 +123,7 @@ def test_clip_grad_norm_follows_torch(max_norm):
     for model in (a, b):
         model(torch.randn(16, 4, generator=torch.Generator().manual_seed(2))).square().mean().backward()
     expected = torch.nn.utils.clip_grad_norm_(a.parameters(), max_norm)
-    optimizer = torch.optim.SGD(b.parameters(), lr=0.1)
-    norm = clip_grad_norm_(optimizer, max_norm)
+    norm = clip_grad_norm_(b.parameters(), max_norm)
     assert norm == pytest.approx(float(expected), rel=1e-6)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-6, atol=0)
@@ -105,6 +136,6 @@ def test_clip_grad_norm_scales_nothing_when_a_gradient_is_not_finite():
     model(torch.randn(4, 4)).sum().backward()
     model[0].weight.grad[0, 0] = float("nan")
     before = model[2].weight.grad.clone()
-    norm = clip_grad_norm_(torch.optim.SGD(model.parameters(), lr=0.1), 1e-3)
+    norm = clip_grad_norm_(model.parameters(), 1e-3)
     assert math.isnan(norm)
     assert torch.equal(model[2].weight.grad, before)

@@ -170,6 +170,27 @@ def test_n_step_matches_a_reference_on_a_random_stream_with_wrap_around():
         assert got[key] == (action, pytest.approx(ret, abs=1e-5), next_obs, term, pytest.approx(discount))
 
 
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_numpy_views_store_and_sample_exactly_what_the_tensor_path_does(num_envs):
+    # On the CPU add() and one-step sampling go through numpy views; on other devices through the tensors.
+    host, tensors = make_buffer(capacity=30, num_envs=num_envs), make_buffer(capacity=30, num_envs=num_envs)
+    tensors._index_views(host=False)
+    rng = random.Random(1)
+    drawn_terminal = drawn_final_obs = False
+    for t in range(50):  # wraps around the 30-transition ring
+        term = [e for e in range(num_envs) if rng.random() < 0.1]
+        trunc = [e for e in range(num_envs) if e not in term and rng.random() < 0.15]
+        for rb in (host, tensors):
+            add_step(rb, t, terminated=term, truncated=trunc)
+        if t % 7 == 6:
+            a, b = (rb.sample(64, 1, 0.9, torch.Generator().manual_seed(t)) for rb in (host, tensors))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            drawn_terminal |= bool(a["terminations"].any())
+            drawn_final_obs |= bool(a["next_observations"][:, 0].lt(0).any())
+    assert drawn_terminal and drawn_final_obs  # both kinds of episode end were compared
+    assert all(torch.equal(x, y) for x, y in zip(host.state_dict().values(), tensors.state_dict().values()) if torch.is_tensor(x))
+
+
 def test_wrap_around_overwrites_the_oldest_row_and_evicts_its_final_obs():
     rb = make_buffer(capacity=5, num_envs=2)  # rounded up to 3 rows of 2
     assert rb.num_rows == 3

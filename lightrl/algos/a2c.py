@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch import Tensor
 
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm

@@ -286,7 +286,8 @@ class RLModule(Resumable, L.LightningModule):
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
-        if not bool(torch.isfinite(loss).all()):
+        finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())  # item(): 30x cheaper
+        if not finite:
             self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
         super().manual_backward(loss, *args, **kwargs)
 
@@ -295,12 +296,14 @@ class RLModule(Resumable, L.LightningModule):
         max_grad_norm = self.hparams.get("max_grad_norm")
         if max_grad_norm is None:
             return
-        if type(self.trainer.precision_plugin) in (Precision, MixedPrecision) and self.grad_scaler is None:
-            norm = clip_grad_norm_(optimizer, max_grad_norm)  # what those plugins do, without ~50 us of wrappers per step
-            if not math.isfinite(norm):
-                self.fail_nonfinite(f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
-        else:  # under 16-mixed, inf gradients are the grad scaler's business: it skips the step and lowers the scale
+        if type(self.trainer.precision_plugin) not in (Precision, MixedPrecision):  # e.g. FSDP: the plugin's own clipping
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+            return
+        # Each parameter group on its own, as if it had its own optimizer (SAC's actor and entropy coefficient).
+        for group in optimizer.param_groups:
+            norm = clip_grad_norm_(group["params"], max_grad_norm)  # torch's rule, without ~50 us of wrappers
+            if not math.isfinite(norm) and self.grad_scaler is None:  # a grad scaler skips such steps itself
+                self.fail_nonfinite(f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""

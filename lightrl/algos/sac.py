@@ -88,11 +88,14 @@ class SAC(OffPolicyAlgorithm):
     coefficient's loss reuses the log-probabilities of the actor update (as Stable-Baselines3 does) instead
     of sampling the policy a second time. Actions are taken uniformly at random until ``learning_starts``.
 
-    Optimizers (``self.optimizers()``): the critics (``q_lr``), the actor (``policy_lr``) and, with
-    ``autotune``, the log entropy coefficient (``q_lr``, as in CleanRL). The critics' loss is backpropagated
-    before their optimizer steps; the actor and entropy losses, which share no parameters, in one backward
-    pass before theirs. The critics are frozen while the actor loss is computed (its backward pass computes
-    no critic gradients), so each optimizer only ever changes its own parameters. Under DDP pass
+    Optimizers (``self.optimizers()``): the critics (``q_lr``), and the policy: one Adam whose parameter
+    groups are the actor (``policy_lr``) and, with ``autotune``, the log entropy coefficient (``q_lr``, as in
+    CleanRL). Adam updates each parameter on its own, so this is the same update as two Adams, with one
+    optimizer step less per gradient step; ``max_grad_norm`` clips each group on its own. The critics'
+    loss is backpropagated before their optimizer steps; the actor and entropy losses, which share no
+    parameters, in one backward pass before the policy optimizer steps. The critics are frozen while the
+    actor loss is computed (its backward pass computes no critic gradients), so each optimizer only ever
+    changes its own parameters. Under DDP pass
     ``strategy="ddp_find_unused_parameters_true"``: no backward pass reaches every parameter.
 
     Args:
@@ -178,7 +181,7 @@ class SAC(OffPolicyAlgorithm):
         return self.actor.act(obs, deterministic).float()
 
     def explore(self, obs: Tensor) -> Tensor:
-        return self._compiled.get("sample", self.actor.sample)(obs)[0].float()
+        return self._compiled.get("act", self.actor.act)(obs).float()
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -186,21 +189,21 @@ class SAC(OffPolicyAlgorithm):
         self._polyak_params = (list(self.target_critic.parameters()), list(self.critic.parameters()))
         if self.hparams.compile:
             self._compiled = {
-                "sample": maybe_compile(self.actor.sample, True, self.device),
+                "act": maybe_compile(self.actor.act, True, self.device),
                 "critic_loss": maybe_compile(sac_critic_loss, True, self.device),
                 "policy_loss": maybe_compile(sac_policy_loss, True, self.device),
             }
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizers = [self.adam(self.critic.parameters(), hp.q_lr), self.adam(self.actor.parameters(), hp.policy_lr)]
-        if hp.autotune:
-            optimizers.append(self.adam([self.log_alpha], hp.q_lr))
-        return optimizers
+        policy_groups = [{"params": list(self.actor.parameters()), "lr": hp.policy_lr}]
+        if hp.autotune:  # the entropy coefficient steps with the actor, at q_lr as in CleanRL
+            policy_groups.append({"params": [self.log_alpha], "lr": hp.q_lr})
+        return [self.adam(self.critic.parameters(), hp.q_lr), self.adam(policy_groups, hp.policy_lr)]
 
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         hp = self.hparams
-        q_optimizer, actor_optimizer, *alpha_optimizer = self.optimizers()
+        q_optimizer, policy_optimizer = self.optimizers()
         critic_loss = self._compiled.get("critic_loss", sac_critic_loss)
         for obs, actions, rewards, next_obs, terminations, discounts in zip(
             batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
@@ -217,11 +220,11 @@ class SAC(OffPolicyAlgorithm):
                 self.num_updates += 1
                 update_policy = self.num_updates % hp.policy_frequency == 0
                 if update_policy:
-                    alpha = self.policy_step(obs, alpha, actor_optimizer, alpha_optimizer)
+                    alpha = self.policy_step(obs, alpha, policy_optimizer)
             if update_policy:
                 for _ in range(hp.policy_frequency - 1):  # make up for the delay, as CleanRL does
                     with self.optimizer_iteration():
-                        alpha = self.policy_step(obs, alpha, actor_optimizer, alpha_optimizer)
+                        alpha = self.policy_step(obs, alpha, policy_optimizer)
             if not iteration.skipped and self.num_updates % hp.target_network_frequency == 0:
                 polyak_update(*self._polyak_params, hp.tau)
 
@@ -235,21 +238,18 @@ class SAC(OffPolicyAlgorithm):
             **self._actor_metrics,
         }
 
-    def policy_step(self, obs: Tensor, alpha: Tensor | float, actor_optimizer, alpha_optimizer: list) -> Tensor | float:
-        """One actor step and, with ``autotune``, one entropy-coefficient step; returns the new alpha."""
+    def policy_step(self, obs: Tensor, alpha: Tensor | float, policy_optimizer) -> Tensor | float:
+        """One step of the actor and, with ``autotune``, of the entropy coefficient; returns the new alpha."""
         with frozen(self.critic):
             actor_loss, log_pi = self._compiled.get("policy_loss", sac_policy_loss)(self.actor, self.critic, obs, alpha)
-        actor_optimizer.zero_grad(set_to_none=True)
         self._actor_metrics = {"losses/actor_loss": actor_loss.detach()}
-        if not alpha_optimizer:
-            self.manual_backward(actor_loss)
-            actor_optimizer.step()
-            return alpha
-        alpha_loss = sac_alpha_loss(self.log_alpha, log_pi.detach().float(), self.target_entropy)
-        alpha_optimizer[0].zero_grad(set_to_none=True)
-        # One backward pass gives both gradients: the actor loss holds alpha fixed, the alpha loss holds log_pi fixed.
-        self.manual_backward(actor_loss + alpha_loss)
-        actor_optimizer.step()
-        alpha_optimizer[0].step()
-        self._actor_metrics["losses/alpha_loss"] = alpha_loss.detach()
+        loss = actor_loss
+        if self.hparams.autotune:
+            alpha_loss = sac_alpha_loss(self.log_alpha, log_pi.detach().float(), self.target_entropy)
+            self._actor_metrics["losses/alpha_loss"] = alpha_loss.detach()
+            # One backward pass gives both gradients: the actor loss holds alpha fixed, the alpha loss holds log_pi fixed.
+            loss = actor_loss + alpha_loss
+        policy_optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        policy_optimizer.step()
         return self.alpha

@@ -110,7 +110,8 @@ class Collector(EpisodeStats):
     def env_actions(self, actions: Tensor) -> np.ndarray:
         """Policy actions as the env takes them: integer arrays, or Box actions clipped to the bounds."""
         actions = actions.detach().cpu().numpy()
-        return actions if self._discrete else np.clip(actions, self._low, self._high)
+        # np.clip's values, from its two ufuncs without its dispatch layers (a few microseconds per step)
+        return actions if self._discrete else np.minimum(np.maximum(actions, self._low), self._high)
 
     def step(self, actions: Tensor) -> StepResult:
         """Step every sub-env with ``actions`` and move the current observation on."""
@@ -128,12 +129,16 @@ class Collector(EpisodeStats):
         final = {i: self.to_tensor(o) for i, o in final_observations(infos).items()}
         return StepResult(
             next_obs=self.obs,
-            rewards=torch.from_numpy(np.asarray(rewards, dtype=np.float32)).to(self.device),
-            terminated=torch.from_numpy(np.asarray(terminated)).to(self.device),
-            truncated=torch.from_numpy(np.asarray(truncated)).to(self.device),
+            rewards=self._on_device(np.asarray(rewards, dtype=np.float32)),
+            terminated=self._on_device(np.asarray(terminated)),
+            truncated=self._on_device(np.asarray(truncated)),
             final_obs=final,
             episodes=episodes,
         )
+
+    def _on_device(self, array: np.ndarray) -> Tensor:
+        x = torch.from_numpy(array)
+        return x if self.device.type == "cpu" else x.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
         """The current observation, the envs' state and the episode statistics not yet logged."""

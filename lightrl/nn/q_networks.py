@@ -166,11 +166,11 @@ class SquashedGaussianActor(nn.Module):
         return y * self.action_scale + self.action_bias, log_prob.sum(-1)
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        """The squashed mean if ``deterministic``, else a sample."""
-        if deterministic:
-            mean, _ = self(obs)
-            return torch.tanh(mean) * self.action_scale + self.action_bias
-        return self.sample(obs)[0]
+        """The squashed mean if ``deterministic``, else the action of :meth:`sample` without its log-probability."""
+        mean, log_std = self(obs)
+        if not deterministic:
+            mean = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(mean) * self.action_scale + self.action_bias
 
 
 class DeterministicActor(nn.Module):
