@@ -168,7 +168,7 @@ class ReplayBuffer:
         truncated = self._as_batch(truncated, (), torch.bool, "truncated")
         ring = self._ring
         host = isinstance(ring["rewards"], np.ndarray)
-        as_array = Tensor.numpy if host else _same  # what the ring takes
+        as_array = _numpy if host else _same  # what the ring takes
         truncated = as_array(truncated) & ~as_array(terminated)
         truncated_envs = [i for i, flag in enumerate(truncated.tolist()) if flag] if truncated.any() else []
         final_obs = {int(i): v for i, v in (final_obs or {}).items()}
@@ -436,6 +436,10 @@ class ReplayBuffer:
 
 def _same(x: Any) -> Any:
     return x
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return x.detach().numpy()
 
 
 def _take(values: np.ndarray, axis: int, index: np.ndarray) -> np.ndarray:
