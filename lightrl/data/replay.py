@@ -100,6 +100,7 @@ class ReplayBuffer:
         On the CPU numpy views share the tensors' memory: a numpy index op costs a fraction of a
         microsecond, a torch one a few, and each step makes about twenty of them.
         """
+        self._host = host
         self._ring = self._ring_tensors()
         if host:
             self._ring = {name: tensor.numpy() for name, tensor in self._ring.items()}
@@ -164,12 +165,9 @@ class ReplayBuffer:
         next_obs = self._as_batch(next_obs, self.obs_shape, self.obs_dtype, "next_obs")
         action = self._as_batch(action, self.action_shape, self.action_dtype, "action")
         reward = self._as_batch(reward, (), torch.float32, "reward")
-        terminated = self._as_batch(terminated, (), torch.bool, "terminated")
-        truncated = self._as_batch(truncated, (), torch.bool, "truncated")
-        ring = self._ring
-        host = isinstance(ring["rewards"], np.ndarray)
-        as_array = _numpy if host else _same  # what the ring takes
-        truncated = as_array(truncated) & ~as_array(terminated)
+        ring, as_array = self._ring, _numpy if self._host else _same  # what the ring takes
+        terminated = as_array(self._as_batch(terminated, (), torch.bool, "terminated"))
+        truncated = as_array(self._as_batch(truncated, (), torch.bool, "truncated")) & ~terminated
         truncated_envs = [i for i, flag in enumerate(truncated.tolist()) if flag] if truncated.any() else []
         final_obs = {int(i): v for i, v in (final_obs or {}).items()}
         missing = [i for i in truncated_envs if i not in final_obs]
@@ -194,7 +192,7 @@ class ReplayBuffer:
             self._evict(row)
         ring["actions"][row] = as_array(action)
         ring["rewards"][row] = as_array(reward)
-        ring["terminations"][row] = as_array(terminated)
+        ring["terminations"][row] = terminated
         ring["truncations"][row] = truncated
         if truncated_envs:
             self._store_final(row, truncated_envs, torch.stack(finals))
@@ -331,7 +329,7 @@ class ReplayBuffer:
         """:meth:`sample` with ``n_step=1``: the same draws and tensors as its n-step loop, with a third of the ops."""
         n, rows, flat = self.num_envs, self.num_rows, self._flat
         u = self._draw(min(self.num_adds, rows) * n, batch_size, generator)  # age * n + env, as in _sample_starts
-        host = isinstance(flat["rewards"], np.ndarray)
+        host = self._host
         if host:
             u = u.numpy()
         ages, envs = (u, 0) if n == 1 else (u // n, u % n)
