@@ -1,4 +1,5 @@
-"""lightrl.nn: input_major (a memory layout for narrow first layers, same values and gradients) and the SAC actor."""
+"""lightrl.nn: input_major (a memory layout for narrow first layers, same values and gradients), sequential_forward
+(in-place activations, same values and gradients) and the SAC actor."""
 
 import copy
 
@@ -6,7 +7,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from lightrl.nn.mlp import input_major, mlp
+from lightrl.nn.mlp import input_major, mlp, sequential_forward
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
 
 
@@ -55,3 +56,22 @@ def test_sac_actor_act_draws_the_action_of_sample():
     assert torch.equal(acted, sampled) and acted.abs().max() <= 2.0
     mean, _ = actor(obs)
     assert torch.equal(actor.act(obs, deterministic=True), torch.tanh(mean) * 2.0)
+
+
+def test_sequential_forward_gives_the_values_and_gradients_of_the_module_call_without_touching_its_input():
+    torch.manual_seed(0)
+    # Starts with an activation (which must not run in place on the caller's tensor), then Linear-activation pairs.
+    net = nn.Sequential(nn.Tanh(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.ReLU(), nn.Linear(8, 2))
+    reference = copy.deepcopy(net)
+    x = torch.randn(5, 4, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    before = x.detach().clone()
+    out = sequential_forward(net, x)
+    assert torch.equal(x.detach(), before)
+    expected = reference(x_ref)
+    assert torch.equal(out, expected)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    assert torch.equal(x.grad, x_ref.grad)
+    for p, p_ref in zip(net.parameters(), reference.parameters()):
+        assert torch.equal(p.grad, p_ref.grad)

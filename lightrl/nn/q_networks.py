@@ -119,11 +119,11 @@ class TwinQ(nn.Module):
     def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """``(Q1, Q2)``, each shaped ``[B]``."""
         x = torch.cat([obs.flatten(1).float(), actions], dim=1)
-        return self.qf1(x).squeeze(-1), self.qf2(x).squeeze(-1)
+        return sequential_forward(self.qf1, x).squeeze(-1), sequential_forward(self.qf2, x).squeeze(-1)
 
     def q1(self, obs: Tensor, actions: Tensor) -> Tensor:
         """``Q1`` alone, ``[B]`` (TD3's actor loss)."""
-        return self.qf1(torch.cat([obs.flatten(1).float(), actions], dim=1)).squeeze(-1)
+        return sequential_forward(self.qf1, torch.cat([obs.flatten(1).float(), actions], dim=1)).squeeze(-1)
 
 
 class SquashedGaussianActor(nn.Module):
@@ -151,7 +151,7 @@ class SquashedGaussianActor(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log standard deviation of the Gaussian before squashing, ``[B, action_dim]`` each."""
-        hidden = self.trunk(obs.flatten(1).float())
+        hidden = sequential_forward(self.trunk, obs.flatten(1).float())
         log_std = torch.tanh(self.fc_logstd(hidden))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
         return self.fc_mean(hidden), log_std
@@ -191,4 +191,4 @@ class DeterministicActor(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         """Actions ``[B, action_dim]`` within the bounds."""
-        return torch.tanh(self.net(obs.flatten(1).float())) * self.action_scale + self.action_bias
+        return torch.tanh(sequential_forward(self.net, obs.flatten(1).float())) * self.action_scale + self.action_bias
