@@ -63,7 +63,8 @@ class DQN(OffPolicyAlgorithm):
         max_grad_norm: Gradient-norm clip (Stable-Baselines3 uses 10); ``None`` disables it.
         adam_eps: Adam's epsilon (1e-8 is torch's default, kept by CleanRL and by Stable-Baselines3's DQN).
         hidden_sizes: Widths of the hidden layers; for images, the first is the Nature-CNN's linear layer.
-        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``save_replay_buffer``.
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``save_replay_buffer``,
+            ``phases_per_training_step``.
 
     Example::
 

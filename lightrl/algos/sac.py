@@ -116,7 +116,7 @@ class SAC(OffPolicyAlgorithm):
         gradient_steps: Gradient steps per update phase.
         hidden_sizes: Widths of the hidden layers of the actor and of each critic.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``n_step``,
-            ``max_grad_norm``, ``save_replay_buffer``.
+            ``max_grad_norm``, ``save_replay_buffer``, ``phases_per_training_step``.
 
     Example::
 
