@@ -98,7 +98,7 @@ def test_one_batch_per_update_phase_holds_all_its_gradient_steps():
             return super().train_batch(batch)
 
     args = dict(num_envs=2, total_timesteps=300, learning_starts=100, train_frequency=20, gradient_steps=3, batch_size=8)
-    model = Shapes(**hparams_of(tiny_dqn(**args)))
+    model = Shapes(**hparams_of(tiny_dqn(**args, phases_per_training_step=1)))
     trainer = fit(model, callbacks=[recorder])
     # Phases at 120, 140, ..., 300: each vector step adds 2 env steps, so every multiple of 20 is hit once.
     assert recorder.steps == list(range(120, 301, 20))
@@ -108,6 +108,32 @@ def test_one_batch_per_update_phase_holds_all_its_gradient_steps():
     }  # fmt: skip
     assert model.num_updates == 3 * len(recorder.steps) == 3 * len(shapes)
     assert model.env_steps == 300 and trainer.global_step == model.num_updates  # one optimizer step per gradient step
+
+
+def test_several_update_phases_per_training_step_change_only_lightnings_cadence():
+    args = dict(num_envs=2, total_timesteps=300, learning_starts=100, train_frequency=20, gradient_steps=3, batch_size=8, seed=3)
+    runs = {}
+    for phases in (1, 3):
+        recorder = Recorder()
+        model = tiny_dqn(**args, phases_per_training_step=phases)
+        trainer = fit(model, callbacks=[recorder])
+        runs[phases] = (model, trainer, recorder)
+    (one, one_trainer, one_steps), (three, three_trainer, three_steps) = runs[1], runs[3]
+    # Phases fall at 120, 140, ..., 300; three per training_step, and the budget ends the fourth after one.
+    assert three_steps.steps == [160, 220, 280, 300] and one_steps.steps == list(range(120, 301, 20))
+    assert three.num_updates == one.num_updates == 30 and three_trainer.global_step == one_trainer.global_step == 30
+    # The same experience and the same updates, in the same order: identical weights.
+    for p3, p1 in zip(three.parameters(), one.parameters()):
+        assert torch.equal(p3, p1)
+
+
+def test_phases_per_training_step_defaults_to_at_least_8_gradient_steps():
+    assert tiny_sac().phases_per_training_step == 8
+    assert tiny_dqn(gradient_steps=3).phases_per_training_step == 3
+    assert tiny_dqn(gradient_steps=128, train_frequency=256).phases_per_training_step == 1
+    assert tiny_td3(phases_per_training_step=2).phases_per_training_step == 2
+    with pytest.raises(ValueError, match="phases_per_training_step must be a positive integer or None"):
+        tiny_sac(phases_per_training_step=0)
 
 
 # ------------------------------------------------------------------------------------- target networks
@@ -195,7 +221,8 @@ def test_sac_target_critics_follow_by_polyak_every_target_network_frequency_grad
 
 def test_epsilon_schedule_follows_global_env_steps():
     recorder = Recorder()
-    model = tiny_dqn(total_timesteps=1000, start_e=1.0, end_e=0.1, exploration_fraction=0.5, learning_starts=100, train_frequency=50)
+    model = tiny_dqn(total_timesteps=1000, start_e=1.0, end_e=0.1, exploration_fraction=0.5, learning_starts=100, train_frequency=50,
+                     phases_per_training_step=1)
     fit(model, callbacks=[recorder])
     assert recorder.steps == list(range(150, 1001, 50))
     for step, eps in zip(recorder.steps, recorder.epsilons):
@@ -325,7 +352,7 @@ def test_metrics_are_logged_only_on_the_batches_lightning_writes():
             logged.append(self.env_steps)
             super().log_metrics(metrics)
 
-    fit(Counting(**hparams_of(tiny_sac())), log_every_n_steps=25)
+    fit(Counting(**hparams_of(tiny_sac(phases_per_training_step=1))), log_every_n_steps=25)
     # 100 training steps (env steps 51..150): written at every 25th batch.
     assert logged == [75, 100, 125, 150]
 
