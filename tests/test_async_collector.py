@@ -68,7 +68,7 @@ def test_async_dqn_trains_at_sync_env_steps_and_logs_returns():
 
     keep = KeepProcess()
     model = DQN("CartPole-v1", total_timesteps=1500, learning_starts=500, buffer_size=2000, batch_size=16,
-                train_frequency=100, gradient_steps=2, hidden_sizes=[16], collector="async")
+                train_frequency=100, gradient_steps=2, hidden_sizes=[16], collector="async", phases_per_training_step=1)
     trainer = fit(model, callbacks=[keep, Steps()])
     assert model.env_steps == 1500
     assert seen == list(range(600, 1501, 100))  # the sync path's update phases

@@ -73,11 +73,12 @@ def test_ddp_resume_continues_each_rank_exactly(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_dqn_ddp_two_processes(tmp_path):
-    # Updates start at learning_starts (global env steps) on both ranks at once: 64 gradient steps every 64 env steps.
+    # Updates start at learning_starts (global env steps) on both ranks at once: 4 gradient steps every 64 env steps.
+    # 12 update phases, 5 per training_step: the budget ends the third step after 2 phases, on both ranks.
     ranks = run_ddp(tmp_path, "DQN", env_id="CartPole-v1", num_envs=2, total_timesteps=1024, learning_starts=256,
-                    buffer_size=2048, batch_size=32, train_frequency=64, gradient_steps=4, seed=1)
+                    buffer_size=2048, batch_size=32, train_frequency=64, gradient_steps=4, phases_per_training_step=5, seed=1)
     assert_data_parallel(ranks, 1024)
-    assert ranks[0]["train_batches"] == (1024 - 256) // 64
+    assert ranks[0]["train_batches"] == 3 and ranks[0]["global_step"] == 4 * (1024 - 256) // 64
 
 
 @pytest.mark.timeout(300)
