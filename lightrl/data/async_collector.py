@@ -17,7 +17,8 @@ lock, bumping a version counter. Experience travels back through a bounded queue
   own count of received env steps, so updates fall due at exactly the same global env steps. The
   actor computes epsilon (and the ``learning_starts`` warm-up) from its own global env-step count, which
   is exactly the count the sync path would use for that transition; it may run up to ``QUEUE_CHUNKS``
-  chunks ahead of the learner, so its weights may lag that many update phases.
+  chunks ahead of the learner, and the learner publishes its weights after each ``training_step``
+  (``phases_per_training_step`` update phases), so the actor's weights may lag that many phases more.
 """
 
 from __future__ import annotations
