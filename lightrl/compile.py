@@ -17,17 +17,16 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from lightrl.compat import compiler_unavailable_reason, is_compiler_error
+
 _warned = False
 
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
     """Why ``torch.compile`` cannot run on ``device`` in this process, or None if it can."""
-    try:
-        import torch._dynamo
-    except Exception as err:  # noqa: BLE001 - whatever stops the import, there is no compiler
-        return f"torch._dynamo cannot be imported ({type(err).__name__}: {err})"
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch._dynamo does not support this Python version"
+    reason = compiler_unavailable_reason()
+    if reason is not None:
+        return reason
     if device.type == "cpu":
         compilers = (os.environ.get("CXX"), "g++", "c++", "clang++")
         if not any(shutil.which(c) for c in compilers if c):
@@ -41,6 +40,20 @@ def warn_eager(reason: str) -> None:
     if not _warned:
         _warned = True
         warnings.warn(f"compile=True: torch.compile is unavailable here ({reason}); running eagerly.", RuntimeWarning, stacklevel=3)
+
+
+def clone_tensors(out: Any) -> Any:
+    """``out`` with every tensor in it cloned, through tuples, named tuples, lists and dicts."""
+    if isinstance(out, Tensor):
+        return out.clone()
+    if isinstance(out, tuple):
+        items = [clone_tensors(x) for x in out]
+        return tuple(items) if type(out) is tuple else type(out)(*items)  # a named tuple keeps its type
+    if isinstance(out, list):
+        return [clone_tensors(x) for x in out]
+    if isinstance(out, dict):
+        return {key: clone_tensors(value) for key, value in out.items()}
+    return out
 
 
 class CompiledFunction:
@@ -63,10 +76,10 @@ class CompiledFunction:
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
                 out = self.compiled(*args, **kwargs)
-                return torch.utils._pytree.tree_map(lambda x: x.clone() if isinstance(x, Tensor) else x, out)
+                return clone_tensors(out)
             return self.compiled(*args, **kwargs)
         except Exception as err:
-            if not isinstance(err, torch._dynamo.exc.TorchDynamoException):
+            if not is_compiler_error(err):
                 raise  # an error of the function itself, not of the compiler
             self.compiled = None  # a compiler failure: run this function eagerly from now on
             warn_eager(f"compiling {getattr(self.fn, '__qualname__', self.fn)} failed: {type(err).__name__}: {err}")

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from lightrl.optim import FusedAdam, clip_grad_norm_
+from lightrl.compat import FusedAdam
+from lightrl.optim import clip_grad_norm_
 
 
 def net() -> nn.Module:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lightrl.compat import local_checkpoint
 from lightrl.data.collector import NonFiniteError
 
 
@@ -80,11 +81,15 @@ def check_resume(module: Any, checkpoint: dict[str, Any], source: str = "the che
 
 
 def wandb_run_id(trainer: Any) -> str | None:
-    """The id of the trainer's W&B run, kept in checkpoints so that a resumed run logs to the same run."""
+    """The id of the trainer's W&B run, kept in checkpoints so that a resumed run logs to the same run.
+
+    ``WandbLogger.version`` is the id of its run once the run exists, else the id it was given (or None);
+    unlike ``WandbLogger.experiment`` it never starts a run.
+    """
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in getattr(trainer, "loggers", None) or []:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger):
             return logger.version
     return None
 
@@ -154,15 +159,24 @@ class Resumable:
             return str(callback.dirpath)
         return os.path.join(self.trainer.default_root_dir, "checkpoints")
 
-    def save_local_checkpoint(self, filename: str) -> str:
-        """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on)."""
+    def save_local_checkpoint(self, filename: str) -> str | None:
+        """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on).
+
+        Returns its path, or None where this Lightning version offers no way to (see
+        :func:`lightrl.compat.local_checkpoint`).
+        """
         rank = self.trainer.global_rank
         path = os.path.join(self.checkpoint_dir(), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
+        if self.world_size == 1:
+            self.trainer.save_checkpoint(path)  # its only collective, a barrier, does nothing in one process
+            return path
         self._local_checkpoint = True
         try:
-            checkpoint = self.trainer._checkpoint_connector.dump_checkpoint()
+            checkpoint = local_checkpoint(self.trainer)  # Trainer.save_checkpoint would wait for the other ranks
         finally:
             self._local_checkpoint = False
+        if checkpoint is None:
+            return None
         self.trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
         return path
 
@@ -170,7 +184,8 @@ class Resumable:
         """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
         where = f"{what} at env step {self.env_steps} ({type(self).__name__} on {self.hparams.env_id}, rank {self.trainer.global_rank})"
         path = self.save_local_checkpoint("last.ckpt")
+        saved = f"the state from before it is saved in {path}" if path else "this Lightning version cannot save it from one rank"
         raise NonFiniteError(
-            f"{where}. Training stopped before this update; the state from before it is saved in {path}. "
+            f"{where}. Training stopped before this update; {saved}. "
             "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."
         )

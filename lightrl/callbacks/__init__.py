@@ -20,7 +20,10 @@ def default_callbacks(module) -> list[Callback]:
     - With ``eval_frequency > 0``, :class:`EvalCheckpoint`, unless the Trainer already has one. As a
       ``ModelCheckpoint`` it takes the place of the Trainer's default checkpoint callback.
     """
-    trainer = module._trainer
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # not attached to a Trainer
+        trainer = None
     present = [] if trainer is None else trainer.callbacks
     callbacks: list[Callback] = []
     bar = trainer.progress_bar_callback if trainer is not None else None

@@ -91,7 +91,6 @@ class ReplayBuffer:
         self.final_slot = torch.full((rows, n), -1, dtype=torch.int32, device=self.device)
         self.num_adds = 0
         self._last_next_obs: Tensor | None = None  # the next_obs of the last add, to skip comparing it with obs
-        self._last_next_obs_version = -1
         self._index_views(host=self.device.type == "cpu")
 
     def _index_views(self, host: bool) -> None:
@@ -148,6 +147,9 @@ class ReplayBuffer:
 
         Args:
             obs: ``[num_envs, *obs_shape]`` observations the actions were taken in (the previous ``next_obs``).
+                The very tensor passed as ``next_obs`` last time continues the stream from the copy the
+                buffer took then; any other tensor is compared with that copy, and a sub-env whose
+                observation differs (an env reset by hand) ends its previous transition as truncated.
             action: ``[num_envs, *action_shape]`` actions.
             reward: ``[num_envs]`` rewards.
             terminated: ``[num_envs]`` whether each episode terminated (no bootstrap).
@@ -185,8 +187,8 @@ class ReplayBuffer:
         row = k % rows
         if k == 0:
             ring["observations"][0] = as_array(obs)
-        elif not (obs is self._last_next_obs and obs._version == self._last_next_obs_version):
-            # Not the unchanged tensor passed as next_obs last time (the collector's case): compare the contents.
+        elif obs is not self._last_next_obs:
+            # Not the tensor passed as next_obs last time (the collector passes that one): compare the contents.
             self._join_stream(obs, (k - 1) % rows, self.observations[k % (rows + 1)])
         if k >= rows:
             self._evict(row)
@@ -197,7 +199,7 @@ class ReplayBuffer:
         if truncated_envs:
             self._store_final(row, truncated_envs, torch.stack(finals))
         ring["observations"][(k + 1) % (rows + 1)] = as_array(next_obs)
-        self._last_next_obs, self._last_next_obs_version = next_obs, next_obs._version
+        self._last_next_obs = next_obs
         self.num_adds = k + 1
 
     def _join_stream(self, obs: Tensor, prev_row: int, pending: Tensor) -> None:

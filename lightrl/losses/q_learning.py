@@ -162,10 +162,11 @@ def polyak_update(target_params: Iterable[Tensor], online_params: Iterable[Tenso
     if not target_params:
         return
     with torch.no_grad():
-        if tau == 1.0:
-            torch._foreach_copy_(target_params, online_params)
-        else:
-            torch._foreach_lerp_(target_params, online_params, tau)
+        for target, online in zip(target_params, online_params):
+            if tau == 1.0:
+                target.copy_(online)
+            else:
+                target.lerp_(online, tau)
 
 
 def sac_critic_target(

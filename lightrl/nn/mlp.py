@@ -24,9 +24,8 @@ def input_major(layer: nn.Linear) -> nn.Linear:
     ``F.linear`` by matrix products whose form follows the weight's layout; with the usual ``[out, in]``
     layout and few inputs (an observation of 4 numbers), the weight and input gradients come from
     products with only ``in_features`` output columns, which MKL runs ~6x slower than the transposed
-    products this layout selects (on one CPU core, 78 us instead of 13 us for a batch of 256 into 256
-    units). A first layer's forward and backward pass then takes 101 us instead of 226 us. Optimizers,
-    ``state_dict`` and copies keep the layout.
+    products this layout selects (docs/benchmarks.md has the timings). Optimizers, ``state_dict`` and
+    copies keep the layout.
     """
     if layer.in_features < layer.out_features:
         layer.weight = nn.Parameter(layer.weight.detach().t().contiguous().t(), requires_grad=layer.weight.requires_grad)
@@ -57,19 +56,18 @@ def mlp(
 def sequential_forward(net: nn.Sequential, x: Tensor) -> Tensor:
     """``net(x)`` for a ``Sequential`` of ``Linear``/``Tanh``/``ReLU`` layers, without ``nn.Module.__call__``.
 
-    The same ops as ``net(x)`` (``F.linear``, ``tanh``, ``relu``), so the result is identical, but about
-    half the time for the tiny MLPs of RL: the per-layer call machinery (hooks, ``__getattr__``) costs as
+    The same ops as ``net(x)`` (``F.linear``, ``tanh``, ``relu``), so the result is identical, with less
+    time in the per-layer call machinery (hooks, ``__call__``), which for the tiny MLPs of RL costs as
     much as a 64-wide matmul. An activation that follows a ``Linear`` runs in place on the layer's fresh
-    output (autograd's backward of ``linear`` does not need it): no new buffer, and 2-3% of a SAC gradient
-    step on one CPU core. ``x`` itself is never modified. Module hooks of the layers are not run. Other
-    layer types are called as usual.
+    output (autograd's backward of ``linear`` does not need it), which saves allocating a new buffer.
+    ``x`` itself is never modified. Module hooks of the layers are not run. Other layer types are
+    called as usual. docs/benchmarks.md has the measured gains.
     """
     fresh = False  # does x hold the output of a Linear of this loop, which nothing else refers to?
     for layer in net:
         kind = type(layer)
         if kind is nn.Linear:
-            params = layer._parameters  # a dict lookup, not nn.Module.__getattr__
-            x = F.linear(x, params["weight"], params["bias"])
+            x = F.linear(x, layer.weight, layer.bias)
             fresh = True
             continue
         if kind is nn.Tanh:
