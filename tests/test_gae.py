@@ -92,6 +92,21 @@ def test_gae_matches_python_reference_on_random_data(gamma, gae_lambda):
     assert_close(returns, torch.tensor(expected_ret))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gae_numpy_path_equals_the_torch_path(dtype):
+    """CPU float tensors take a numpy recursion; tensors that need gradients take the torch one: same bits."""
+    generator = torch.Generator().manual_seed(1)
+    T, N = 33, 6
+    rewards, values, next_values = (torch.randn(T, N, generator=generator, dtype=dtype) for _ in range(3))
+    terminated = torch.rand(T, N, generator=generator) < 0.1
+    truncated = torch.rand(T, N, generator=generator) < 0.1
+    numpy_adv, numpy_ret = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.95)
+    torch_adv, torch_ret = gae(rewards, values.clone().requires_grad_(), next_values, terminated, truncated, 0.99, 0.95)
+    assert torch_adv.requires_grad  # the torch path ran
+    assert torch.equal(numpy_adv, torch_adv.detach()) and torch.equal(numpy_ret, torch_ret.detach())
+    assert numpy_adv.dtype == dtype
+
+
 def test_gae_lambda_one_gives_discounted_returns():
     # lambda = 1 with no episode end: returns are the discounted reward sums bootstrapped at the end.
     rewards = torch.tensor([[1.0], [2.0], [3.0]])

@@ -123,7 +123,7 @@ class DQN(OffPolicyAlgorithm):
             torch.manual_seed(self.hparams.seed)
             self.q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
-        # The parameter lists of the target update, gathered once (a .parameters() walk costs ~40 us).
+        # The parameter lists of the target update, gathered once rather than by a .parameters() walk per update.
         self._polyak_params = (list(self.target_network.parameters()), list(self.q_network.parameters()))
         self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
 
@@ -208,7 +208,7 @@ class DQN(OffPolicyAlgorithm):
         online network. The targets are then those computed step by step, from forward passes over
         ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
         of ``num_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
-        in cache: a single 8192-row pass runs 1.6x slower on CPU. None with ``double_q``, or for images
+        in cache, which a single pass over all rows would not. None with ``double_q``, or for images
         (whose activations would take too much memory), which are computed step by step.
         """
         if self.hparams.double_q or len(self.observation_space.shape) != 1:

@@ -59,7 +59,7 @@ class OffPolicyAlgorithm(RLModule):
         save_replay_buffer: Store the replay buffer in checkpoints, to resume training exactly.
         phases_per_training_step: Update phases per ``training_step``. Each phase still collects its env
             steps before its gradient steps, so the experience and the updates are those of one phase per
-            step; only Lightning's per-step work (hooks, logging: ~0.1-0.3 ms) is paid once for all of
+            step; only Lightning's per-step work (hooks, logging) is paid once for all of
             them. Callbacks' ``on_train_batch_end``, ``Trainer(log_every_n_steps)``, the logged losses
             (those of the last phase) and the async collector's weight updates follow ``training_step``.
             ``None``: enough phases for at least 8 gradient steps (8 with one gradient step per phase, 1

@@ -142,8 +142,8 @@ class TD3(OffPolicyAlgorithm):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        # The parameter lists of the target updates (actor and critics), gathered once: a .parameters() walk per
-        # step costs ~50 us.
+        # The parameter lists of the target updates (actor and critics), gathered once rather than by a
+        # .parameters() walk per step.
         targets, online = (self.target_actor, self.target_critic), (self.actor, self.critic)
         self._polyak_params = tuple([p for net in nets for p in net.parameters()] for nets in (targets, online))
         if self.hparams.compile:

@@ -98,7 +98,7 @@ class Collector(EpisodeStats):
 
     def to_tensor(self, obs: np.ndarray) -> Tensor:
         """An observation batch as a tensor of the storage dtype on the collector's device."""
-        x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: 4x cheaper
+        x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=self.obs_dtype)
 
     def reset(self) -> Tensor:
@@ -110,7 +110,7 @@ class Collector(EpisodeStats):
     def env_actions(self, actions: Tensor) -> np.ndarray:
         """Policy actions as the env takes them: integer arrays, or Box actions clipped to the bounds."""
         actions = actions.detach().cpu().numpy()
-        # np.clip's values, from its two ufuncs without its dispatch layers (a few microseconds per step)
+        # np.clip's values, from its two ufuncs without its dispatch layers
         return actions if self._discrete else np.minimum(np.maximum(actions, self._low), self._high)
 
     def step(self, actions: Tensor) -> StepResult:

@@ -96,8 +96,8 @@ class ReplayBuffer:
     def _index_views(self, host: bool) -> None:
         """The views that add() and one-step sampling index: numpy arrays with ``host``, else the tensors.
 
-        On the CPU numpy views share the tensors' memory: a numpy index op costs a fraction of a
-        microsecond, a torch one a few, and each step makes about twenty of them.
+        On the CPU numpy views share the tensors' memory, and numpy's indexing has less per-call
+        overhead than torch's on the small indices of one step, which makes about twenty of them.
         """
         self._host = host
         self._ring = self._ring_tensors()
@@ -237,7 +237,7 @@ class ReplayBuffer:
     def _as_batch(self, x: Any, shape: tuple[int, ...], dtype: torch.dtype, name: str, batch: bool = True) -> Tensor:
         expected = (self.num_envs, *shape) if batch else shape
         if isinstance(x, Tensor) and x.dtype == dtype and x.device == self.device and x.shape == expected:
-            return x  # already right: skip the conversions (a few microseconds per field and step)
+            return x  # already right: skip the conversions
         x = torch.as_tensor(x, device=self.device)
         if tuple(x.shape) != expected:
             raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}.")
@@ -443,5 +443,5 @@ def _numpy(x: Tensor) -> np.ndarray:
 
 
 def _take(values: np.ndarray, axis: int, index: np.ndarray) -> np.ndarray:
-    """``Tensor.index_select``'s argument order for numpy arrays (``take`` is several times faster than ``[index]``)."""
+    """``Tensor.index_select``'s argument order for numpy arrays (``take`` skips the fancy-indexing machinery of ``[index]``)."""
     return values.take(index, axis=axis)

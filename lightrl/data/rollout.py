@@ -41,8 +41,8 @@ class RolloutBuffer:
         """Store vector step ``t``: the observation acted on, what the policy did, and what the env returned.
 
         Steps come in order, ``t = 0, 1, ..., num_steps - 1``. They are kept in lists and written into the
-        ``[num_steps, num_envs, ...]`` tensors in one ``torch.stack`` per field at the last step (about ten
-        times cheaper than a row assignment per field and step); read the tensors after that.
+        ``[num_steps, num_envs, ...]`` tensors in one ``torch.stack`` per field at the last step (one op per
+        field instead of a row assignment per field and step); read the tensors after that.
 
         Raises:
             ValueError: if ``t`` is not the next step of the rollout.

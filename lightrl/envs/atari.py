@@ -253,7 +253,7 @@ class AreaResize(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        # Gathers instead of matrix products: BLAS threads can be 100x slower here when torch's threads are busy.
+        # Gathers instead of matrix products: BLAS's threads stall here when torch's intra-op threads are busy.
         tall = (self._row_weights[:, :, None] * observation[self._row_index]).sum(axis=1)
         resized = (self._col_weights * tall[:, self._col_index]).sum(axis=2)
         return np.clip(np.floor(resized + 0.5), 0, 255).astype(np.uint8)  # halves round up, as in OpenCV

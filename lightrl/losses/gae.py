@@ -41,11 +41,12 @@ def gae(
     shapes = {t.shape for t in (rewards, values, next_values, terminated, truncated)}
     if len(shapes) != 1 or rewards.dim() != 2:
         raise ValueError(f"gae expects five [T, N] tensors of one shape, got shapes {sorted(map(tuple, shapes))}.")
-    not_terminated = 1.0 - terminated.float()
-    not_done = not_terminated * (1.0 - truncated.float())
+    dtype = torch.promote_types(values.dtype, torch.float32)  # float64 inputs keep float64 masks (and gamma)
+    not_terminated = 1.0 - terminated.to(dtype)
+    not_done = not_terminated * (1.0 - truncated.to(dtype))
     deltas = rewards + gamma * not_terminated * next_values - values
     if deltas.device.type == "cpu" and deltas.dtype in (torch.float32, torch.float64) and not deltas.requires_grad:
-        # The same recursion on numpy views: a numpy op on a row costs a tenth of a torch op.
+        # The same recursion on numpy views: numpy's per-op overhead on one row is far below torch's.
         advantages = torch.empty_like(deltas)
         delta, done, out = deltas.numpy(), not_done.to(deltas.dtype).numpy(), advantages.numpy()
         last = np.zeros_like(delta[0])

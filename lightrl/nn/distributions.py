@@ -1,4 +1,4 @@
-"""Action distributions as plain tensor functions: cheaper than ``torch.distributions`` per call."""
+"""Action distributions as plain tensor functions: torch.distributions' values, without a distribution object per call."""
 
 from __future__ import annotations
 

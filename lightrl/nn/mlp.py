@@ -23,7 +23,7 @@ def input_major(layer: nn.Linear) -> nn.Linear:
     Only the memory layout changes, not the values or the shape. Autograd computes the gradients of
     ``F.linear`` by matrix products whose form follows the weight's layout; with the usual ``[out, in]``
     layout and few inputs (an observation of 4 numbers), the weight and input gradients come from
-    products with only ``in_features`` output columns, which MKL runs ~6x slower than the transposed
+    products with only ``in_features`` output columns, which MKL runs much slower than the transposed
     products this layout selects (docs/benchmarks.md has the timings). Optimizers, ``state_dict`` and
     copies keep the layout.
     """
