@@ -347,12 +347,17 @@ def ddp_worker(devices: int, timesteps: int) -> None:
         print("RESULT " + json.dumps({"sps": model.env_steps / (time.perf_counter() - start), "env_steps": model.env_steps}))
 
 
-def ddp_report(timesteps: int, repeats: int) -> None:
-    """Total env steps/s of 1 vs 2 DDP processes on this machine, alternating."""
+def ddp_report(timesteps: int, repeats: int, threads: int) -> None:
+    """Total env steps/s of 1 vs 2 DDP processes on this machine, alternating, with ``threads`` torch threads per process."""
+    import os
+
+    # Without it, the single process would run torch's default threads and each DDP rank cores // 2 (Lightning's launcher).
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads > 0 else None
     results: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         for devices in (1, 2):
-            proc = subprocess.run([sys.executable, __file__, "--ddp-worker", str(devices), str(timesteps)], capture_output=True, text=True)
+            cmd = [sys.executable, __file__, "--ddp-worker", str(devices), str(timesteps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 raise RuntimeError(f"DDP with {devices} processes failed:\n{proc.stderr[-3000:]}")
@@ -504,7 +509,7 @@ def main() -> None:
         worker(row_name, library, int(steps), int(seed), args.threads)
         return
     if args.ddp:
-        ddp_report(args.timesteps or 100_000, args.repeats)
+        ddp_report(args.timesteps or 100_000, args.repeats, args.threads)
         return
     if args.gpu:
         gpu_report(args.timesteps or 50_000, args.repeats)
