@@ -236,6 +236,19 @@ def test_cut_stream_is_stored_as_a_truncation():
     assert rb.truncations[0].tolist() == [False, True]
 
 
+def test_the_next_obs_tensor_passed_back_continues_the_stream_from_the_buffers_copy():
+    """A vector env may reuse its observation buffer (copy=False): the tensor the collector passes back as obs
+    then already holds the next step's values. The buffer took its copy at the previous add, so it continues."""
+    rb = make_buffer(num_envs=2)
+    shared = obs_row(1, 2)
+    rb.add(obs_row(0, 2), torch.tensor([0, 1]), torch.ones(2), torch.zeros(2), torch.zeros(2), shared, {})
+    shared.copy_(obs_row(2, 2))  # the env wrote step 2 into the same buffer
+    rb.add(shared, torch.tensor([10, 11]), torch.ones(2), torch.zeros(2), torch.zeros(2), shared, {})
+    assert not rb.truncations[0].any()  # not taken for an env reset by hand
+    got = sampled_by_start(rb)
+    assert got[(0, 1)][2] == (1.0, 1.0) and got[(1, 1)][0] == 11  # step 1 starts from the copy [1, e]
+
+
 def test_sample_keeps_dtypes_and_shapes():
     rb = ReplayBuffer(8, 2, (4, 3, 3), torch.uint8, (6,), torch.float32)
     obs = torch.randint(0, 255, (2, 4, 3, 3), dtype=torch.uint8)
