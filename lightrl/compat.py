@@ -1,4 +1,4 @@
-"""The one place where lightrl touches private torch interfaces, each behind a version check with a public fallback.
+"""The one place where lightrl touches private torch and Lightning interfaces, each behind a version check and a public fallback.
 
 Everything else in lightrl uses public torch and Lightning interfaces only
 (``python shared/tools/private_apis.py lightrl`` counts the exceptions outside this module: 0).
