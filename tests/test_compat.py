@@ -107,7 +107,7 @@ def test_clone_tensors_copies_every_tensor_and_keeps_the_structure():
 
 
 def test_compiler_errors_are_told_apart_from_errors_of_the_function():
-    import torch._dynamo  # noqa: F401 - the test raises one of its errors
+    import torch._dynamo
 
     assert compat.compiler_unavailable_reason() is None
     assert compat.is_compiler_error(torch._dynamo.exc.Unsupported("simulated"))
