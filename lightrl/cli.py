@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightrl.algos.base import RLModule
 from lightrl.algos.resume import check_class, check_resume
-from lightrl.data.collector import NonFiniteError
+from lightrl.errors import NonFiniteError
 from lightrl.utils import load_module
 
 DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": "runs"}}

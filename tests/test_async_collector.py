@@ -169,7 +169,7 @@ def test_resumed_async_actor_acts_with_the_restored_weights(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             # Callbacks run before the module's hook, which publishes this batch's update.
             if not shared:
-                shared.append({k: v.clone() for k, v in pl_module.collector._shared[0]["q_network"].state_dict().items()})
+                shared.append({k: v.clone() for k, v in pl_module.collector.shared_policies[0].q_network.state_dict().items()})
 
     with pytest.warns(UserWarning, match="keeps its envs in the actor process"):
         fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"), callbacks=[Peek()])
