@@ -323,6 +323,16 @@ class RLModule(Resumable, L.LightningModule):
             return torch.autocast("cpu", enabled=False)
         return self.trainer.precision_plugin.forward_context()
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Checkpoints written before the policies existed keep the acting networks at the top level
+        # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            own = self.state_dict().keys()
+            for key in [k for k in state if k not in own and f"policy.{k}" in own]:
+                state[f"policy.{key}"] = state.pop(key)
+
     # ----------------------------------------------------------------- budget and logging
     def on_train_start(self) -> None:
         self._fit_start = (time.perf_counter(), self.env_steps)

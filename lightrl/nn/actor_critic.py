@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightrl.nn import distributions as D
+import lightrl.nn.distributions as D
 from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.mlp import layer_init, mlp, sequential_forward
 

@@ -107,14 +107,8 @@ class GaussianNoisePolicy(ExploringPolicy):
         learning_starts: Global env steps of uniformly random actions.
     """
 
-    def __init__(
-        self,
-        actor: DeterministicActor,
-        observation_space: spaces.Space,
-        action_space: spaces.Box,
-        exploration_noise: float = 0.1,
-        learning_starts: int = 0,
-    ):
+    def __init__(self, actor: DeterministicActor, observation_space: spaces.Space, action_space: spaces.Box,
+                 exploration_noise: float = 0.1, learning_starts: int = 0):  # fmt: skip
         super().__init__(observation_space, action_space, learning_starts)
         self.actor = actor
         self.exploration_noise = exploration_noise
