@@ -139,8 +139,13 @@ class Collector(EpisodeStats):
         return x.to(device=self.device, dtype=self.obs_dtype)
 
     @classmethod
-    def from_spec(cls, spec: CollectorSpec, device: torch.device | str = "cpu", timer: IterationTimer | None = None,
-                  acting_context: Callable[[], ContextManager] = nullcontext) -> "Collector":  # fmt: skip
+    def from_spec(
+        cls,
+        spec: CollectorSpec,
+        device: torch.device | str = "cpu",
+        timer: IterationTimer | None = None,
+        acting_context: Callable[[], ContextManager] = nullcontext,
+    ) -> Collector:
         """A collector over the envs that ``spec`` describes, made now."""
         return cls(spec.make_envs(), device, timer, acting_context)
 
