@@ -10,7 +10,6 @@ from lightning.pytorch.callbacks import Callback
 import lightrl
 from lightrl import DQN, PPO
 from lightrl.algos.base import RLModule
-from lightrl.data.async_collector import AsyncCollector
 
 
 def fit(model, ckpt_path: str | None = None, **trainer_kwargs) -> L.Trainer:

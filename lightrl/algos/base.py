@@ -115,6 +115,8 @@ class RLModule(Resumable, L.LightningModule):
     #: :attr:`experience` (rollouts or transitions) and acts only through its :attr:`policy`, which the actor
     #: process gets a copy of.
     supports_async_collector: bool = False
+    #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
+    policy: Policy
 
     def __init__(
         self,
