@@ -219,6 +219,7 @@ class SB3Policy:
 
         self.model, self.device, self.training = model, torch.device("cpu"), False
         self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
+        self.policy = self  # evaluation acts through module.policy: act(obs) and explore(obs)
 
     def eval(self):
         return self
@@ -231,6 +232,9 @@ class SB3Policy:
 
         actions, _ = self.model.predict(obs.cpu().numpy(), deterministic=deterministic)
         return torch.as_tensor(actions)
+
+    def explore(self, obs):
+        return self.act(obs, deterministic=False)
 
 
 def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:

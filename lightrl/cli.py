@@ -7,6 +7,7 @@ Examples::
     lightrl fit --model PPO --model.env_id Acrobot-v1 --trainer.logger CSVLogger
     lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest interrupted run
     lightrl evaluate runs/lightrl/<run>/checkpoints/last.ckpt --num_episodes 10
+    lightrl export runs/lightrl/<run>/checkpoints/last.ckpt --output policy.onnx   # or policy.pt2
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lightrl.algos.base import RLModule
 from lightrl.algos.resume import check_class, check_resume
-from lightrl.data.collector import NonFiniteError
+from lightrl.evaluation import evaluate
+from lightrl.deploy import FORMATS, export
+from lightrl.errors import NonFiniteError
 from lightrl.utils import load_module
 
 DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": "runs"}}
@@ -167,8 +170,6 @@ def read_checkpoint(path: str) -> dict:
 
 def evaluate_main(argv: Sequence[str]) -> None:
     """``lightrl evaluate CKPT``: load a checkpoint and print the mean and std of its evaluation return."""
-    from lightrl.evaluation import evaluate
-
     parser = argparse.ArgumentParser(prog="lightrl evaluate", description="Evaluate a lightrl checkpoint on fresh envs.")
     parser.add_argument("ckpt_path", help="a checkpoint written by `lightrl fit` or Trainer.fit")
     parser.add_argument("--num_episodes", type=int, default=10)
@@ -180,6 +181,45 @@ def evaluate_main(argv: Sequence[str]) -> None:
     module = load_module(args.ckpt_path)
     mean, std = evaluate(module, num_episodes=args.num_episodes, seed=args.seed, deterministic=not args.stochastic)
     print(f"{type(module).__name__} on {module.hparams.env_id}: return {mean:.2f} +/- {std:.2f} over {args.num_episodes} episodes")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors become a :class:`UsageError` (one line, exit 2)."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def check_output_path(path: Path) -> None:
+    """Raise UsageError unless ``path`` can be written: a known suffix, in an existing, writable folder."""
+    if path.suffix not in FORMATS:
+        raise UsageError(f"--output {str(path)!r} must end in {' or '.join(FORMATS)} (ONNX or torch.export)")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or path.is_dir():
+        reason = "is a folder" if path.is_dir() else f"folder {str(folder)!r} does not exist or is not writable"
+        raise UsageError(f"--output {str(path)!r} cannot be written: {reason}")
+
+
+def export_main(argv: Sequence[str]) -> None:
+    """``lightrl export CKPT --output policy.onnx``: write a checkpoint's deterministic policy for deployment."""
+    parser = OneLineParser(prog="lightrl export", description="Write a lightrl checkpoint's deterministic policy as ONNX or a torch.export archive.")
+    parser.add_argument("ckpt_path", help="a checkpoint written by `lightrl fit` or Trainer.fit")
+    parser.add_argument("--output", required=True, help="policy.onnx (ONNX, for onnxruntime or TensorRT) or policy.pt2 (torch.export)")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    check_output_path(output)
+    resolve_ckpt_path(args.ckpt_path, [])
+    if "lightrl" not in read_checkpoint(args.ckpt_path):
+        raise UsageError(f"checkpoint {args.ckpt_path!r} was not written by a lightrl algorithm (it has no 'lightrl' section); "
+                         "pass a checkpoint from `lightrl fit` or Trainer.fit.")  # fmt: skip
+    try:
+        module = load_module(args.ckpt_path)
+        export(module, output)
+    except (ValueError, ImportError) as err:  # an env that cannot be made here, a missing export dependency
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise UsageError(f"--output {str(output)!r} cannot be written: {err}") from None
+    print(f"{type(module).__name__} policy for {module.hparams.env_id} written to {output} ({FORMATS[output.suffix]})")
 
 
 def one_line(message: str) -> str:
@@ -195,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args and args[0] == "evaluate":
             evaluate_main(args[1:])
+            return
+        if args and args[0] == "export":
+            export_main(args[1:])
             return
         LightRLCLI(
             RLModule,

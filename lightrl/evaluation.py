@@ -25,10 +25,10 @@ def evaluate(
     raw episode returns (for Atari: the unclipped game score).
 
     Args:
-        module: A lightrl algorithm (any :class:`~lightrl.algos.base.RLModule`).
+        module: A lightrl algorithm (any :class:`~lightrl.algos.base.RLModule`): it acts through ``module.policy``.
         num_episodes: Episodes to run.
         seed: Seed of the evaluation envs; different from training seeds by default.
-        deterministic: Take the greedy action instead of sampling.
+        deterministic: Take the policy's deterministic action (``act``) instead of its exploring one (``explore``).
         max_envs: Most sub-envs to step at once.
 
     Example::
@@ -51,6 +51,7 @@ def episode_returns(
     """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them.
 
     ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
+    The module acts through its :class:`~lightrl.policies.Policy` (``module.policy``).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
@@ -61,18 +62,20 @@ def episode_returns(
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
-    was_training = module.training
-    module.eval()
+    policy = module.policy
+    act = policy.act if deterministic else policy.explore
+    was_training = policy.training
+    policy.eval()
     try:
         with torch.no_grad():
             collector.reset()
             while (counts < targets).any():
-                step = collector.step(module.act(collector.obs, deterministic))
+                step = collector.step(act(collector.obs))
                 for i, ret, _length in step.episodes:
                     if counts[i] < targets[i]:
                         returns.append(ret)
                         counts[i] += 1
     finally:
-        module.train(was_training)
+        policy.train(was_training)
         envs.close()
     return returns

@@ -10,7 +10,6 @@ from lightning.pytorch.callbacks import Callback
 import lightrl
 from lightrl import DQN, PPO
 from lightrl.algos.base import RLModule
-from lightrl.data.async_collector import AsyncCollector
 
 
 def fit(model, ckpt_path: str | None = None, **trainer_kwargs) -> L.Trainer:
@@ -169,9 +168,40 @@ def test_resumed_async_actor_acts_with_the_restored_weights(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             # Callbacks run before the module's hook, which publishes this batch's update.
             if not shared:
-                shared.append({k: v.clone() for k, v in pl_module.collector._shared[0]["q_network"].state_dict().items()})
+                shared.append({k: v.clone() for k, v in pl_module.collector.shared_policies[0].q_network.state_dict().items()})
 
     with pytest.warns(UserWarning, match="keeps its envs in the actor process"):
         fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"), callbacks=[Peek()])
     for key, value in model.q_network.state_dict().items():
         torch.testing.assert_close(shared[0][key], value)  # the trained weights, not the fresh initialisation
+
+
+def test_the_actor_process_gets_a_policy_copy_and_the_experience_never_the_module():
+    import lightning.pytorch as pl
+
+    from lightrl.data.async_collector import AsyncCollector
+    from lightrl.data.collector import CollectorSpec
+    from lightrl.policies import Policy
+
+    model = DQN("CartPole-v1", learning_starts=100, hidden_sizes=[16])
+    model.policy.exploration.reseed(11)
+    spec = CollectorSpec("CartPole-v1", num_envs=1, seed=1, total_timesteps=1000)
+    collector = AsyncCollector(spec, model.policy, model.experience)
+    started = []
+
+    class NoProcess:  # records what the actor would be started with
+        def __init__(self, target, args, **kwargs):
+            started.append(args)
+
+        def start(self):
+            pass
+
+    collector._ctx = type("Ctx", (), {"Process": NoProcess})()
+    collector.start(model.policy, env_steps=0)
+    collector._finalizer.detach()  # no process to shut down
+    (args,) = started
+    assert not any(isinstance(arg, pl.LightningModule) for arg in args)
+    (shared,) = [arg for arg in args if isinstance(arg, list)]
+    assert all(isinstance(p, Policy) and p is not model.policy for p in shared)
+    assert torch.equal(shared[0].q_network.head.weight, model.q_network.head.weight)
+    assert shared[0].exploration.seed == 11  # the exploration state travels with the policy

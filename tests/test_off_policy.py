@@ -233,11 +233,11 @@ def test_epsilon_schedule_follows_global_env_steps():
 
 def test_epsilon_greedy_takes_random_actions_at_the_rate_epsilon():
     model = tiny_dqn(num_envs=1)
-    model._explorer = torch.Generator().manual_seed(0)
+    model.policy.exploration.reseed(0)
     obs = torch.zeros(4000, 4)
     greedy = model.act(obs, deterministic=True)
     assert greedy.unique().numel() == 1
-    model.env_steps = model.hparams.total_timesteps  # epsilon = end_e = 0.05
+    model.policy.exploration.env_steps = model.hparams.total_timesteps  # epsilon = end_e = 0.05
     random_share = (model.act(obs) != greedy).float().mean().item()
     assert random_share == pytest.approx(0.05 / 2, abs=0.01)  # half of the random actions match the greedy one
 
@@ -282,7 +282,7 @@ def test_each_optimizer_changes_only_its_own_parameters(algo):
     fit(model)
     assert violations == []
     kinds = {frozenset(n.split(".")[0] for n in changed) for changed in steps}
-    expected = {frozenset({"critic"}), frozenset({"actor", "log_alpha"} if algo == "SAC" else {"actor"})}
+    expected = {frozenset({"critic"}), frozenset({"policy", "log_alpha"} if algo == "SAC" else {"policy"})}  # policy.actor
     assert kinds == expected
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 import lightrl
 from lightrl.callbacks import EnvStepRichProgressBar, EvalCheckpoint
-from lightrl.data.collector import NonFiniteError
+from lightrl.errors import NonFiniteError
 
 BAD_REWARD_ID = "LightrlTest/BadReward-v0"
 BAD_OBS_ID = "LightrlTest/BadObs-v0"

@@ -34,7 +34,6 @@ class A2C(OnPolicyAlgorithm):
     """
 
     supports_async_collector = True
-    acting_networks = ("agent",)
 
     def __init__(
         self,

@@ -21,13 +21,17 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightrl.algos.resume import Resumable
-from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
-from lightrl.data.collector import Collector, NonFiniteError
+from lightrl.callbacks import default_callbacks
+from lightrl.callbacks.collector import CloseCollectorOnException
+from lightrl.data.async_collector import COLLECTORS
+from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
-from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
+from lightrl.envs.vector import VECTORIZATIONS, make_env
+from lightrl.errors import NonFiniteError
 from lightrl.optim import clip_grad_norm_
+from lightrl.policies import Policy
 from lightrl.threads import share_cpu_threads
 from lightrl.timing import IterationTimer
 
@@ -49,9 +53,10 @@ class RLModule(Resumable, L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
-    :meth:`probe_spaces`), and implements :meth:`generate_batches` (what the dataloader yields),
-    ``training_step(self, dataloader_iter)`` (which takes its batch with :meth:`next_batch`),
-    ``configure_optimizers`` and :meth:`act`. The Trainer owns precision, devices
+    :meth:`probe_spaces`), with the acting ones inside its :attr:`policy` (a :class:`~lightrl.policies.Policy`:
+    what collectors, evaluation and :func:`lightrl.export` act with), and implements :meth:`generate_batches`
+    (what the dataloader yields), ``training_step(self, dataloader_iter)`` (which takes its batch with
+    :meth:`next_batch`) and ``configure_optimizers``. The Trainer owns precision, devices
     and strategy. ``total_timesteps`` counts env steps over all sub-envs and all DDP ranks; training
     stops once :attr:`env_steps` reaches it, so no ``max_steps`` is needed.
 
@@ -73,25 +78,33 @@ class RLModule(Resumable, L.LightningModule):
         eval_episodes: Deterministic episodes per evaluation.
         capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
-        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects while the
-            learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms with
-            ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
+        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects with a copy of
+            the policy while the learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms
+            with ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
         compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
             :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
 
     Example::
 
+        class Greedy(lightrl.policies.Policy):
+            def __init__(self, q, obs_space, action_space):
+                super().__init__(obs_space, action_space)
+                self.q = q
+
+            def act(self, obs):
+                return self.q(self.preprocess(obs)).argmax(-1)
+
+            explore = act
+
         class MyAlgo(RLModule):
             def __init__(self, env_id="CartPole-v1", learning_rate=1e-3, **kwargs):
                 super().__init__(env_id, **kwargs)
                 obs_space, action_space = self.probe_spaces()
-                self.q = lightrl.nn.mlp(obs_space.shape[0], [64], action_space.n)
+                q = lightrl.nn.mlp(obs_space.shape[0], [64], action_space.n)
+                self.policy = Greedy(q, obs_space, action_space)
 
             def generate_batches(self):
-                ...  # step self.collector, yield batches until self.budget_reached
-
-            def act(self, obs, deterministic=False):
-                return self.q(obs).argmax(-1)
+                ...  # step self.collector with self.policy, yield batches until self.budget_reached
     """
 
     #: Space classes the algorithm accepts; checked by :meth:`probe_spaces`.
@@ -99,10 +112,12 @@ class RLModule(Resumable, L.LightningModule):
     action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``collector="async"`` works: the algorithm collects with ``collect_rollout`` or ``collect_step``
-    #: and acts only through the networks named in ``acting_networks`` (copied to the actor process).
+    #: Whether ``collector="async"`` works: the algorithm collects through ``self.collector.collect`` with an
+    #: :attr:`experience` (rollouts or transitions) and acts only through its :attr:`policy`, which the actor
+    #: process gets a copy of.
     supports_async_collector: bool = False
-    acting_networks: tuple[str, ...] = ()
+    #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
+    policy: Policy
 
     def __init__(
         self,
@@ -126,7 +141,7 @@ class RLModule(Resumable, L.LightningModule):
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
         require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
-        require(collector in COLLECTORS, f"collector must be one of {COLLECTORS}, got {collector!r}.")
+        require(collector in COLLECTORS, f"collector must be one of {tuple(COLLECTORS)}, got {collector!r}.")
         require(
             collector == "sync" or type(self).supports_async_collector,
             f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
@@ -144,6 +159,9 @@ class RLModule(Resumable, L.LightningModule):
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
         self.collector: Collector | None = None
+        #: What ``self.collector.collect`` makes (set by the on- and off-policy bases); None for a module that
+        #: steps ``self.collector`` itself.
+        self.experience: Any = None
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
@@ -197,22 +215,19 @@ class RLModule(Resumable, L.LightningModule):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        if self.hparams.collector == "async":  # the actor process makes the envs (at the first batch)
-            self.collector = AsyncCollector(self, rank, self.world_size, self.device)
-            return
-        envs = make_vec_env(
-            self.hparams.env_id,
-            num_envs=self.hparams.num_envs,
-            seed=self.hparams.seed,
-            rank=rank,
-            vectorization=self.hparams.vectorization,
-            env_kwargs=self.hparams.env_kwargs,
-        )
-        self.collector = Collector(envs, self.device)
+        hp = self.hparams
+        spec = CollectorSpec(hp.env_id, hp.num_envs, hp.seed, rank, self.world_size, hp.vectorization, hp.env_kwargs, hp.total_timesteps)
+        # "sync": the envs, here; "async": an actor process that makes them at the first batch.
+        self.collector = COLLECTORS[hp.collector](spec, self.policy, self.experience, self.device, self.timer, self.acting_context)
 
     def teardown(self, stage: str) -> None:
         if stage == "fit" and self.collector is not None:
             self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
+            self.close_collector()
+
+    def close_collector(self) -> None:
+        """Close the envs (and the async actor process) and forget them: the next fit makes new ones."""
+        if self.collector is not None:
             self.collector.close()
             self.collector = None
 
@@ -223,8 +238,7 @@ class RLModule(Resumable, L.LightningModule):
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
         self.apply_resume_state()
-        if isinstance(self.collector, AsyncCollector):
-            self.collector.start(self)
+        self.collector.start(self.policy, self.env_steps)
         try:
             yield from self.generate_batches()
         except NonFiniteError as err:
@@ -244,8 +258,8 @@ class RLModule(Resumable, L.LightningModule):
         raise NotImplementedError
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
-        raise NotImplementedError
+        """Actions for a batch of observations: :attr:`policy`'s ``act`` if ``deterministic``, else its ``explore``."""
+        return self.policy.act(obs) if deterministic else self.policy.explore(obs)
 
     @property
     def grad_scaler(self) -> torch.amp.GradScaler | None:
@@ -313,14 +327,23 @@ class RLModule(Resumable, L.LightningModule):
             return torch.autocast("cpu", enabled=False)
         return self.trainer.precision_plugin.forward_context()
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Checkpoints written before the policies existed keep the acting networks at the top level
+        # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            own = self.state_dict().keys()
+            for key in [k for k in state if k not in own and f"policy.{k}" in own]:
+                state[f"policy.{key}"] = state.pop(key)
+
     # ----------------------------------------------------------------- budget and logging
     def on_train_start(self) -> None:
         self._fit_start = (time.perf_counter(), self.env_steps)
         self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if isinstance(self.collector, AsyncCollector):
-            self.collector.publish(self)
+        self.collector.publish(self.policy)  # the async actor acts with the new weights from its next batch
         self.timer.step()
         if self.budget_reached:
             self.trainer.should_stop = True
@@ -380,7 +403,4 @@ class RLModule(Resumable, L.LightningModule):
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        from lightrl.callbacks import default_callbacks
-
-        callbacks = default_callbacks(self)
-        return callbacks + [CloseAsyncCollector()] if self.hparams.collector == "async" else callbacks
+        return default_callbacks(self) + [CloseCollectorOnException()]

@@ -12,8 +12,9 @@ from torch import Tensor
 from lightrl.algos.base import require
 from lightrl.algos.off_policy import OffPolicyAlgorithm
 from lightrl.compile import maybe_compile
-from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, linear_schedule, polyak_update
+from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, polyak_update
 from lightrl.nn.q_networks import QNetwork
+from lightrl.policies import EpsilonGreedyPolicy
 
 
 
@@ -77,7 +78,6 @@ class DQN(OffPolicyAlgorithm):
     """
 
     supports_async_collector = True
-    acting_networks = ("q_network",)
     action_spaces = (spaces.Discrete,)
     action_space_hint = "DQN needs Discrete actions: use SAC or TD3 for Box (continuous) actions."
 
@@ -121,7 +121,10 @@ class DQN(OffPolicyAlgorithm):
         obs_space, action_space = self.probe_spaces()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            self.q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
+            q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
+        self.policy = EpsilonGreedyPolicy(
+            q_network, obs_space, action_space, start_e, end_e, exploration_fraction * self.hparams.total_timesteps, learning_starts
+        )
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         # The parameter lists of the target update, gathered once rather than by a .parameters() walk per update.
         self._polyak_params = (list(self.target_network.parameters()), list(self.q_network.parameters()))
@@ -130,33 +133,17 @@ class DQN(OffPolicyAlgorithm):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if self.hparams.compile:
-            self._compiled = {
-                "q": maybe_compile(self.q_network, True, self.device),
-                "loss": maybe_compile(dqn_step_loss, True, self.device),
-            }
+            self._compiled = {"loss": maybe_compile(dqn_step_loss, True, self.device)}
+
+    @property
+    def q_network(self) -> QNetwork:
+        """The online Q-network, which the policy acts with."""
+        return self.policy.q_network
 
     @property
     def epsilon(self) -> float:
         """Exploration rate at the current global env step."""
-        hp = self.hparams
-        duration = hp.exploration_fraction * hp.total_timesteps
-        if duration <= 0:
-            return hp.end_e
-        return linear_schedule(hp.start_e, hp.end_e, duration, self.env_steps)
-
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        """Greedy actions if ``deterministic``, else epsilon-greedy with the current epsilon."""
-        return self.q_network(obs).argmax(dim=1) if deterministic else self.explore(obs)
-
-    def explore(self, obs: Tensor) -> Tensor:
-        n = obs.shape[0]
-        explore = torch.rand(n, generator=self._explorer) < self.epsilon
-        if bool(explore.all()):  # skip the forward pass: every sub-env acts at random
-            return self.random_actions(n)
-        actions = (self._compiled["q"] if self._compiled else self.q_network)(obs).argmax(dim=1)
-        if bool(explore.any()):
-            actions = torch.where(explore.to(actions.device), self.random_actions(n), actions)
-        return actions
+        return self.policy.epsilon_at(self.env_steps)
 
     def after_env_step(self, before: int, after: int) -> None:
         freq = self.hparams.target_network_frequency

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
 from lightrl.data.collector import obs_dtype
+from lightrl.data.experience import Transitions
 from lightrl.data.replay import ReplayBuffer
 from lightrl.optim import adam
 
@@ -43,8 +45,9 @@ AUTO_GRADIENT_STEPS_PER_TRAINING_STEP = 8
 class OffPolicyAlgorithm(RLModule):
     """Collects experience into a :class:`~lightrl.data.replay.ReplayBuffer` and yields sampled batches.
 
-    A subclass implements :meth:`explore` (the actions taken while collecting), :meth:`train_batch`
-    (the gradient steps of one batch) and ``configure_optimizers``.
+    A subclass builds its :attr:`policy` (an :class:`~lightrl.policies.ExploringPolicy`, made with
+    ``learning_starts``: its ``explore`` gives the actions taken while collecting) and implements
+    :meth:`train_batch` (the gradient steps of one batch) and ``configure_optimizers``.
 
     Args:
         buffer_size: Transitions kept in the replay buffer of each process.
@@ -113,7 +116,7 @@ class OffPolicyAlgorithm(RLModule):
         self.updates_resume_at = 0  # after resuming without a replay buffer: no updates before this env step
         self._logged_buffer_size = False
         self._sampler: torch.Generator | None = None
-        self._explorer: torch.Generator | None = None
+        self.experience = Transitions(train_frequency)
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -144,7 +147,9 @@ class OffPolicyAlgorithm(RLModule):
             # Sampling and exploration draw from their own generators, seeded per rank, so runs repeat exactly.
             rank = self.trainer.global_rank
             self._sampler = torch.Generator(self.device).manual_seed(self.hparams.seed + rank)
-            self._explorer = torch.Generator().manual_seed(self.hparams.seed + rank + 10_000)
+            self.policy.exploration.reseed(self.hparams.seed + rank + 10_000)
+        if self.hparams.compile:
+            self.policy.compile_acting(self.device)
 
     # ----------------------------------------------------------------- experience
     def updates_due(self, before: int, after: int) -> int:
@@ -160,9 +165,6 @@ class OffPolicyAlgorithm(RLModule):
         return (after // freq - start // freq) * self.hparams.gradient_steps
 
     def generate_batches(self) -> Iterator[dict[str, Tensor]]:
-        collector = self.collector
-        if collector.obs is None and self.hparams.collector == "sync":
-            collector.reset()
         while not self.budget_reached:
             before = self.env_steps
             self.collect_step()
@@ -174,43 +176,19 @@ class OffPolicyAlgorithm(RLModule):
                 yield batch
 
     def collect_step(self) -> None:
-        """One vector step with the exploration policy, stored in the replay buffer."""
-        if self.hparams.collector == "async":  # the actor process acted and stepped: store what it sent
-            self.replay_buffer.add(*self.collector.next_transition())
-            before = self.env_steps
-            self.env_steps += self.steps_per_env_step
-            self.after_env_step(before, self.env_steps)
-            return
-        collector, timer = self.collector, self.timer
-        obs = collector.obs
+        """One vector step with the policy's exploring actions, stored in the replay buffer.
+
+        With ``collector="async"`` the actor process took the step: its transition is stored here.
+        """
+        transition = self.collector.collect(self.experience, self.policy, self.env_steps)
+        timer = self.timer
         tic = timer.start()
-        with torch.no_grad(), self.acting_context():
-            if self.env_steps < self.hparams.learning_starts:  # uniform warm-up, as in SB3 and CleanRL's SAC/TD3
-                actions = self.random_actions(obs.shape[0])
-            else:
-                actions = self.explore(obs)
-        tic = timer.add("inference", tic)
-        step = collector.step(actions)
-        tic = timer.add("env_step", tic)
-        self.replay_buffer.add(obs, actions, step.rewards, step.terminated, step.truncated, step.next_obs, step.final_obs)
+        self.replay_buffer.add(*transition)
         tic = timer.add("data", tic)
         before = self.env_steps
         self.env_steps += self.steps_per_env_step
         self.after_env_step(before, self.env_steps)
         timer.add("learn", tic)  # target-network updates
-
-    def random_actions(self, n: int) -> Tensor:
-        """``n`` uniformly random actions from the exploration generator."""
-        space = self.action_space
-        if isinstance(space, spaces.Discrete):
-            return torch.randint(int(space.n), (n,), generator=self._explorer).add_(int(space.start)).to(self.device)
-        low = torch.as_tensor(space.low, dtype=torch.float32)
-        high = torch.as_tensor(space.high, dtype=torch.float32)
-        return (low + torch.rand((n, *space.shape), generator=self._explorer) * (high - low)).to(self.device)
-
-    def explore(self, obs: Tensor) -> Tensor:
-        """Actions of the exploration policy for a batch of observations (override this)."""
-        raise NotImplementedError
 
     def after_env_step(self, before: int, after: int) -> None:
         """Called after each vector step with the global env-step count before and after it."""
@@ -252,7 +230,7 @@ class OffPolicyAlgorithm(RLModule):
         checkpoint["lightrl"]["updates_resume_at"] = self.updates_resume_at
 
     def rank_state(self) -> dict[str, Any]:
-        state = {**super().rank_state(), "sampler": self._sampler.get_state(), "explorer": self._explorer.get_state()}
+        state = {**super().rank_state(), "sampler": self._sampler.get_state(), "explorer": self.policy.exploration.generator.get_state()}
         if self.hparams.save_replay_buffer:
             state["replay_buffer"] = self.replay_buffer.state_dict()
             size = sum(t.nbytes for t in state["replay_buffer"].values() if isinstance(t, Tensor))
@@ -265,11 +243,12 @@ class OffPolicyAlgorithm(RLModule):
         super().on_load_checkpoint(checkpoint)
         self.num_updates = checkpoint["lightrl"].get("num_updates", 0)
         self.updates_resume_at = checkpoint["lightrl"].get("updates_resume_at", 0)
+        self.policy.exploration.env_steps = self.env_steps  # explore() of a loaded module: the epsilon it ended with
 
     def load_rank_state(self, state: dict[str, Any]) -> None:
         super().load_rank_state(state)
         self._sampler.set_state(state["sampler"])
-        self._explorer.set_state(state["explorer"])
+        self.policy.exploration.generator.set_state(state["explorer"])
         if "replay_buffer" in state:
             self.replay_buffer.load_state_dict(state["replay_buffer"])
         else:
@@ -279,3 +258,14 @@ class OffPolicyAlgorithm(RLModule):
                 f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
                 f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
             )
+
+
+def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box]:
+    """Probe the env and return ``(obs_dim, action_space)``; SAC and TD3 take flat vector observations."""
+    obs_space, action_space = module.probe_spaces()
+    require(
+        len(obs_space.shape) == 1,
+        f"{type(module).__name__} takes flat vector observations, got the observation space {obs_space}. "
+        "Flatten them with gymnasium.wrappers.FlattenObservation.",
+    )
+    return int(np.prod(obs_space.shape)), action_space

@@ -9,14 +9,17 @@ import torch
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
-from lightrl.compile import maybe_compile
+from lightrl.data.experience import Rollouts
 from lightrl.data.rollout import RolloutBuffer
-from lightrl.losses import explained_variance, gae
+from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
+from lightrl.policies import ActorCriticPolicy
 
 
 class OnPolicyAlgorithm(RLModule):
     """Collects a rollout with the current policy, computes GAE, and yields it as one batch.
+
+    The policy is an :class:`~lightrl.policies.ActorCriticPolicy`; its actor-critic is :attr:`agent`.
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
@@ -32,19 +35,30 @@ class OnPolicyAlgorithm(RLModule):
         require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        self.experience = Rollouts(num_steps, gamma, gae_lambda)
 
     def build_agent(self) -> None:
-        """Check the env's spaces and build the actor-critic, seeded by ``seed`` alone."""
+        """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
         obs_space, action_space = self.probe_spaces()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            self.agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
-        self._compiled_sample = None  # with compile=True, set in on_fit_start
+            agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
+        self.policy = ActorCriticPolicy(agent, obs_space, action_space)
+
+    @property
+    def agent(self) -> ActorCritic:
+        """The actor-critic the policy acts with and ``training_step`` trains."""
+        return self.policy.agent
+
+    @property
+    def rollout(self) -> RolloutBuffer | None:
+        """The last rollout collected in this process (None before the first, or with ``collector="async"``)."""
+        return self.experience.buffer
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if self.hparams.compile:
-            self._compiled_sample = maybe_compile(self.agent.sample, True, self.device)
+            self.policy.compile_acting(self.device)
 
     @property
     def batch_size(self) -> int:
@@ -56,54 +70,18 @@ class OnPolicyAlgorithm(RLModule):
         """Rollouts per rank until the global budget is reached."""
         return math.ceil(self.hparams.total_timesteps / (self.batch_size * self.world_size))
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        return self.agent.act(obs, deterministic)
-
     def generate_batches(self) -> Iterator[dict[str, Tensor]]:
         # Every rank runs the same number of rollouts (env_steps is global), so DDP never waits on a missing batch.
         while not self.budget_reached:
-            if self.hparams.collector == "async":  # collected by the actor process, one update behind
-                batch = self.collector.next_rollout()
-                self.env_steps += self.batch_size * self.world_size
-                yield batch
-            else:
-                yield self.collect_rollout()
+            yield self.collect_rollout()
 
-    @torch.no_grad()
     def collect_rollout(self) -> dict[str, Tensor]:
-        """Step the envs ``num_steps`` times with the current policy; return the flat batch with advantages."""
-        collector = self.collector
-        if collector.obs is None:
-            collector.reset()
-        if getattr(self, "rollout", None) is None or self.rollout.obs.device != self.device:
-            self.rollout = RolloutBuffer(self.hparams.num_steps, self.hparams.num_envs, self.observation_space, self.action_space, self.device)
-        buffer = self.rollout
-        timer = self.timer
-        tic = timer.start()
-        with self.acting_context():
-            for t in range(self.hparams.num_steps):
-                obs = collector.obs
-                action, logprob, value = (self._compiled_sample or self.agent.sample)(obs)
-                tic = timer.add("inference", tic)
-                step = collector.step(action)
-                tic = timer.add("env_step", tic)
-                buffer.add(t, obs, action, logprob, value, step)
-                tic = timer.add("data", tic)
-            self.env_steps += self.hparams.num_steps * self.steps_per_env_step  # once: nn.Module.__setattr__ is slow
-            last_value = self.agent.get_value(collector.obs)
-            truncated_values = self.agent.get_value(buffer.stacked_truncated_obs()) if buffer.truncated_obs else None
-            tic = timer.add("inference", tic)
-        advantages, returns = gae(
-            buffer.rewards,
-            buffer.values,
-            buffer.next_values(last_value.float(), truncated_values),
-            buffer.terminated,
-            buffer.truncated,
-            self.hparams.gamma,
-            self.hparams.gae_lambda,
-        )
-        batch = buffer.flatten(advantages, returns)
-        timer.add("data", tic)
+        """The next rollout as a flat batch with advantages: ``num_steps`` vector steps with the policy.
+
+        With ``collector="async"`` the actor process collected it, with the weights of one update before.
+        """
+        batch = self.collector.collect(self.experience, self.policy, self.env_steps)
+        self.env_steps += self.batch_size * self.world_size
         return batch
 
     def linear_lr_schedule(self, optimizer: torch.optim.Optimizer, anneal: bool) -> dict[str, Any]:

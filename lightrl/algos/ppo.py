@@ -84,7 +84,6 @@ class PPO(OnPolicyAlgorithm):
     """
 
     supports_async_collector = True
-    acting_networks = ("agent",)
 
     def __init__(
         self,

@@ -11,37 +11,14 @@ and bytes, so checkpoints load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
-import random
 import warnings
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed as dist
 
 from lightrl.compat import local_checkpoint
-from lightrl.data.collector import NonFiniteError
-
-
-def rng_state() -> dict[str, Any]:
-    """The global torch (CPU and CUDA), numpy and python RNG states."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
+from lightrl.errors import NonFiniteError
+from lightrl.rng import rng_state, set_rng_state
 
 
 def gather_ranks(state: dict[str, Any], world_size: int) -> list[dict[str, Any]]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -13,34 +12,12 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.algos.base import require
-from lightrl.algos.off_policy import OffPolicyAlgorithm
+from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """No gradients for ``module``'s parameters inside the block (gradients still flow through it)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box]:
-    """Probe the env and return ``(obs_dim, action_space)``; SAC and TD3 take flat vector observations."""
-    obs_space, action_space = module.probe_spaces()
-    require(
-        len(obs_space.shape) == 1,
-        f"{type(module).__name__} takes flat vector observations, got the observation space {obs_space}. "
-        "Flatten them with gymnasium.wrappers.FlattenObservation.",
-    )
-    return int(np.prod(obs_space.shape)), action_space
+from lightrl.nn.utils import frozen
+from lightrl.policies import SquashedGaussianPolicy
 
 
 def sac_critic_loss(
@@ -125,7 +102,6 @@ class SAC(OffPolicyAlgorithm):
     """
 
     supports_async_collector = True
-    acting_networks = ("actor",)
     action_spaces = (spaces.Box,)
     action_space_hint = "SAC needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
 
@@ -163,8 +139,9 @@ class SAC(OffPolicyAlgorithm):
         action_dim = int(np.prod(action_space.shape))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            self.actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes)
+            actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes)
             self.critic = TwinQ(obs_dim, action_dim, hidden_sizes)
+        self.policy = SquashedGaussianPolicy(actor, self.observation_space, action_space, learning_starts)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.target_entropy = -float(action_dim)
         init_log_alpha = 0.0 if autotune else float(np.log(max(alpha, 1e-12)))
@@ -177,11 +154,10 @@ class SAC(OffPolicyAlgorithm):
         """The entropy coefficient (detached)."""
         return self.log_alpha.detach().exp() if self.hparams.autotune else self.hparams.alpha
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        return self.actor.act(obs, deterministic).float()
-
-    def explore(self, obs: Tensor) -> Tensor:
-        return self._compiled.get("act", self.actor.act)(obs).float()
+    @property
+    def actor(self) -> SquashedGaussianActor:
+        """The actor, which the policy acts with."""
+        return self.policy.actor
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -189,7 +165,6 @@ class SAC(OffPolicyAlgorithm):
         self._polyak_params = (list(self.target_critic.parameters()), list(self.critic.parameters()))
         if self.hparams.compile:
             self._compiled = {
-                "act": maybe_compile(self.actor.act, True, self.device),
                 "critic_loss": maybe_compile(sac_critic_loss, True, self.device),
                 "policy_loss": maybe_compile(sac_policy_loss, True, self.device),
             }

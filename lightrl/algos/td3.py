@@ -12,11 +12,12 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.algos.base import require
-from lightrl.algos.off_policy import OffPolicyAlgorithm
-from lightrl.algos.sac import check_continuous, frozen
+from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3_target
 from lightrl.nn.q_networks import DeterministicActor, TwinQ
+from lightrl.nn.utils import frozen
+from lightrl.policies import GaussianNoisePolicy
 
 
 def td3_critic_loss(
@@ -94,7 +95,6 @@ class TD3(OffPolicyAlgorithm):
     """
 
     supports_async_collector = True
-    acting_networks = ("actor",)
     action_spaces = (spaces.Box,)
     action_space_hint = "TD3 needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
 
@@ -130,15 +130,18 @@ class TD3(OffPolicyAlgorithm):
         obs_dim, action_space = check_continuous(self)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            self.actor = DeterministicActor(obs_dim, action_space, hidden_sizes)
+            actor = DeterministicActor(obs_dim, action_space, hidden_sizes)
             self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes)
+        self.policy = GaussianNoisePolicy(actor, self.observation_space, action_space, exploration_noise, learning_starts)
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self._actor_metrics: dict[str, Tensor] = {}
         self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        return self.actor(obs).float() if deterministic else self.explore(obs)
+    @property
+    def actor(self) -> DeterministicActor:
+        """The actor, which the policy acts with."""
+        return self.policy.actor
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -148,17 +151,9 @@ class TD3(OffPolicyAlgorithm):
         self._polyak_params = tuple([p for net in nets for p in net.parameters()] for nets in (targets, online))
         if self.hparams.compile:
             self._compiled = {
-                "actor": maybe_compile(self.actor, True, self.device),
                 "critic_loss": maybe_compile(td3_critic_loss, True, self.device),
                 "policy_loss": maybe_compile(td3_policy_loss, True, self.device),
             }
-
-    def explore(self, obs: Tensor) -> Tensor:
-        actions = self._compiled.get("actor", self.actor)(obs).float()
-        scale = self.actor.action_scale
-        noise = torch.randn(actions.shape, generator=self._explorer).to(actions.device)
-        low, high = self.actor.action_bias - scale, self.actor.action_bias + scale
-        return torch.clamp(actions + noise * (scale * self.hparams.exploration_noise), low, high)
 
     def configure_optimizers(self):
         lr = self.hparams.learning_rate

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
-from lightrl.algos.resume import rng_state, set_rng_state
+from lightrl.rng import rng_state, set_rng_state
 from lightrl.evaluation import episode_returns
 
 

@@ -1,24 +1,26 @@
 """``collector="async"``: an actor process steps the envs and acts while the learner trains.
 
-The actor process rebuilds the algorithm from its hyperparameters (with ``collector="sync"``) and runs
-the algorithm's own collection code (``collect_rollout`` for PPO/A2C, ``collect_step`` for DQN/SAC/TD3)
-on its own vector env, made as the sync path makes it (``make_vec_env(seed, rank)``), so seeds and
-exploration are those of a sync run. Its acting networks (``acting_networks``, e.g. PPO's ``agent``) are
-refreshed from copies in torch shared memory, which the learner overwrites after each update under a
-lock, bumping a version counter. Experience travels back through a bounded queue as numpy arrays:
+The actor process gets a copy of the algorithm's :class:`~lightrl.policies.Policy` (with its exploration
+state) and of its experience (:class:`~lightrl.data.experience.Rollouts` or
+:class:`~lightrl.data.experience.Transitions`), never the LightningModule. It makes its vector env as the
+sync path makes it (:class:`~lightrl.data.collector.CollectorSpec`: ``make_vec_env(seed, rank)``) and runs
+the same experience code, so seeds and exploration are those of a sync run. Its policy's weights are
+refreshed from copies in torch shared memory, which the learner overwrites after each training step
+under a lock, bumping a version counter. Experience travels back through a bounded queue as numpy arrays:
 
-- on-policy: one message per rollout (advantages and returns already computed). Rollout ``k`` is
-  collected with exactly the weights after update ``k - 1`` (the actor waits for them; two shared
-  slots, alternating, keep them while the learner publishes the next), so the learner always trains on
-  data **one rollout** behind its weights, and a run repeats exactly for a seed. PPO stays correct (its
+- ``lockstep`` experience (on-policy rollouts, advantages and returns already computed): rollout ``k`` is
+  collected with exactly the weights after update ``k - 1`` (the actor waits for them; two shared slots,
+  alternating, keep them while the learner publishes the next), so the learner always trains on data
+  **one rollout** behind its weights, and a run repeats exactly for a seed. PPO stays correct (its
   importance ratio uses the log-probabilities the actor recorded); A2C becomes slightly off-policy.
-- off-policy: one message per chunk of vector steps (one update phase, at most 256 vector steps); the
-  learner stores each transition and runs the sync path's replay-ratio and target-update logic on its
-  own count of received env steps, so updates fall due at exactly the same global env steps. The
-  actor computes epsilon (and the ``learning_starts`` warm-up) from its own global env-step count, which
-  is exactly the count the sync path would use for that transition; it may run up to ``QUEUE_CHUNKS``
-  chunks ahead of the learner, and the learner publishes its weights after each ``training_step``
-  (``phases_per_training_step`` update phases), so the actor's weights may lag that many phases more.
+- other experience (off-policy transitions): one message per chunk of vector steps (one update phase,
+  at most 256 vector steps); the learner stores each transition and runs the sync path's replay-ratio
+  and target-update logic on its own count of received env steps, so updates fall due at exactly the
+  same global env steps. The actor sets the policy's exploration env step (epsilon, the
+  ``learning_starts`` warm-up) from its own global env-step count, which is exactly the count the sync
+  path would use for that transition; it may run up to ``QUEUE_CHUNKS`` chunks ahead of the learner, and
+  the learner publishes its weights after each ``training_step`` (``phases_per_training_step`` update
+  phases), so the actor's weights may lag that many phases more.
 """
 
 from __future__ import annotations
@@ -32,60 +34,69 @@ import traceback
 import warnings
 import weakref
 from collections import deque
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from lightrl.data.collector import Collector, EpisodeStats, NonFiniteError
-from lightrl.envs.vector import warn_env_state_lost
+from lightrl.data.collector import Collector, CollectorSpec, EpisodeStats
+from lightrl.envs.autoreset import warn_env_state_lost
+from lightrl.errors import NonFiniteError
+from lightrl.policies import Policy
+from lightrl.timing import IterationTimer
 
-COLLECTORS = ("sync", "async")
 #: ``spawn``: the learner has started torch's OpenMP threads by the time the actor starts, and a forked
 #: child of a multi-threaded process may deadlock. Spawn costs a few seconds of imports, once per fit.
 START_METHOD = "spawn"
 #: Off-policy chunks the actor may queue ahead of the learner.
 QUEUE_CHUNKS = 2
-MAX_CHUNK = 256
 NO_ENV_STATE = {"error": "collector='async' keeps its envs in the actor process"}
 
 
 class AsyncCollector(EpisodeStats):
     """The learner's end of the actor process: receives experience, publishes weights, shuts it down.
 
-    Stands in for :class:`~lightrl.data.collector.Collector` on the module (episode statistics,
-    ``state_dict``, ``close``); the module calls :meth:`start` before its first batch, then
-    :meth:`next_rollout` or :meth:`next_transition`, and :meth:`publish` after each update.
+    Offers :class:`~lightrl.data.collector.Collector`'s interface to the algorithm (:meth:`start`,
+    :meth:`collect`, :meth:`publish`, episode statistics, ``state_dict``, ``close``), with the envs in
+    the actor process.
 
     Args:
-        module: The algorithm (``supports_async_collector = True``), on CPU, before fitting.
-        rank: Global rank of this process.
-        world_size: Number of DDP processes.
+        spec: The envs, rank, world size and budget.
+        policy: Not copied yet: :meth:`start` copies it, after a checkpoint being resumed has been loaded.
+        experience: What the actor collects (:class:`~lightrl.data.experience.Rollouts` or
+            :class:`~lightrl.data.experience.Transitions`); the actor gets a copy.
         device: Where received tensors are put.
+        timer: Unused (the actor's time is its own); accepted for the collector interface.
+        acting_context: Unused (the actor acts in full precision); accepted for the collector interface.
     """
 
-    def __init__(self, module: Any, rank: int, world_size: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        spec: CollectorSpec,
+        policy: Policy,
+        experience: Any,
+        device: torch.device | str = "cpu",
+        timer: IterationTimer | None = None,
+        acting_context: Callable[[], ContextManager] = nullcontext,
+    ):
         self.device = torch.device(device)
         super().__init__()
         self.obs = None  # the current observation lives in the actor process
         self.resumed = False
-        self._on_policy = hasattr(module, "collect_rollout")
-        self._names = tuple(module.acting_networks)
-        self._spec = (type(module), dict(module.hparams), rank, world_size)
+        self.spec, self.experience = spec, experience
         self._ctx = mp.get_context(START_METHOD)
-        # On-policy: version v in slot v % 2, so the actor can read version k - 1 while v = k + 1 is written.
-        slots = 2 if self._on_policy else 1
-        self._shared = [{name: copy.deepcopy(getattr(module, name)).cpu().share_memory() for name in self._names} for _ in range(slots)]
+        self._lockstep = experience.lockstep
+        self._shared: list[Policy] = []
         self._version = self._ctx.Value("q", 0)
-        # On-policy: rollout k waits for k - 1 published updates (two credits to start, one per update).
-        self._credits = self._ctx.Semaphore(2) if self._on_policy else None
-        self._queue = self._ctx.Queue(maxsize=1 if self._on_policy else QUEUE_CHUNKS)
+        # Lockstep: rollout k waits for k - 1 published updates (two credits to start, one per update).
+        self._credits = self._ctx.Semaphore(2) if self._lockstep else None
+        self._queue = self._ctx.Queue(maxsize=1 if self._lockstep else QUEUE_CHUNKS)
         self._stop = self._ctx.Event()
         self._process: mp.Process | None = None
-        self._pending: deque[tuple] = deque()
+        self._pending: deque[Any] = deque()
         self._finalizer: weakref.finalize | None = None
 
     @property
@@ -93,32 +104,36 @@ class AsyncCollector(EpisodeStats):
         """The actor process, once started."""
         return self._process
 
-    def start(self, module: Any) -> None:
-        """Start the actor process (once), with the module's current weights and global env-step count.
+    @property
+    def shared_policies(self) -> list[Policy]:
+        """The policy copies in shared memory the actor reads its weights from (two in lockstep), once started."""
+        return self._shared
+
+    def start(self, policy: Policy, env_steps: int) -> None:
+        """Start the actor process (once) with a copy of ``policy`` (weights and exploration state) and the global env-step count.
 
         Called before the first batch, after a checkpoint being resumed has been loaded.
         """
         if self._process is not None:
             return
-        env_steps = module.env_steps
-        for slot in self._shared:
-            for name in self._names:
-                copy_state(slot[name], getattr(module, name))
-        args = (*self._spec, self._shared, self._version, self._credits, self._queue, self._stop, env_steps, self.resumed, os.getpid())
+        # Version v in slot v % 2, so that in lockstep the actor can read version k - 1 while v = k + 1 is written.
+        slots = 2 if self._lockstep else 1
+        self._shared = [copy.deepcopy(policy).cpu().share_memory() for _ in range(slots)]
+        args = (self.spec, self.experience, self._shared, self._version, self._credits, self._queue, self._stop,
+                env_steps, self.resumed, os.getpid())  # fmt: skip
         self._process = self._ctx.Process(target=actor_main, args=args, name="lightrl-actor", daemon=True)
         self._process.start()
         self._finalizer = weakref.finalize(self, shutdown, self._process, self._stop, self._queue)
 
-    def publish(self, module: Any) -> None:
-        """Copy the acting networks' new weights into shared memory; the actor reads them before its next batch."""
+    def publish(self, policy: Policy) -> None:
+        """Copy the policy's new weights into shared memory; the actor reads them before its next batch."""
         with self._version.get_lock():
             self._version.value += 1
-            for name in self._names:
-                copy_state(self._shared[self._version.value % len(self._shared)][name], getattr(module, name))
+            copy_state(self._shared[self._version.value % len(self._shared)], policy)
         if self._credits is not None:
             self._credits.release()
 
-    def _receive(self) -> Any:
+    def _receive(self) -> list[Any]:
         while True:
             try:
                 kind, payload, episodes = self._queue.get(timeout=1.0)
@@ -135,17 +150,11 @@ class AsyncCollector(EpisodeStats):
         self.add_episodes(*episodes)
         return payload
 
-    def next_rollout(self) -> dict[str, Tensor]:
-        """The next rollout from the actor, as the flat batch ``collect_rollout`` returns."""
-        return {key: torch.from_numpy(value).to(self.device) for key, value in self._receive().items()}
-
-    def next_transition(self) -> tuple:
-        """The next vector step from the actor, as the arguments of ``ReplayBuffer.add``."""
+    def collect(self, experience: Any, policy: Policy, env_steps: int) -> Any:
+        """The next piece of experience from the actor (the learner's ``experience`` and ``policy`` act there, as copies)."""
         if not self._pending:
             self._pending.extend(self._receive())
-        obs, actions, rewards, terminated, truncated, next_obs, final_obs = self._pending.popleft()
-        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
-        return to(obs), to(actions), to(rewards), to(terminated), to(truncated), to(next_obs), {i: to(o) for i, o in final_obs.items()}
+        return to_tensors(self._pending.popleft(), self.device)
 
     def state_dict(self) -> dict[str, Any]:
         """Episode statistics only: the envs are in the actor process, so a resumed run restarts them."""
@@ -166,6 +175,28 @@ class AsyncCollector(EpisodeStats):
         """Stop the actor process and wait for it (then terminate it if it does not stop)."""
         if self._finalizer is not None:
             self._finalizer()
+
+
+def to_tensors(value: Any, device: torch.device) -> Any:
+    """numpy arrays, in dicts, tuples and lists, as tensors on ``device`` (the containers kept)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value).to(device)
+    if isinstance(value, dict):
+        return {key: to_tensors(v, device) for key, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_tensors(v, device) for v in value)
+    return value
+
+
+def to_numpy(value: Any) -> Any:
+    """Tensors, in dicts, tuples and lists, as numpy copies (the queue pickles them later, in a thread)."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {key: to_numpy(v) for key, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_numpy(v) for v in value)
+    return value
 
 
 def shutdown(process: mp.Process, stop: Any, queue: Any, timeout: float = 10.0) -> None:
@@ -197,47 +228,19 @@ def copy_state(target: nn.Module, source: nn.Module) -> None:
             t.copy_(s)
 
 
-class CloseAsyncCollector(Callback):
-    """Stops the actor process when ``fit`` fails: Lightning then skips the module's ``teardown``."""
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if isinstance(pl_module.collector, AsyncCollector):
-            pl_module.collector.close()
+#: The collector of each ``collector=`` value, made by ``factory(spec, policy, experience, device, timer, acting_context)``.
+COLLECTORS: dict[str, Callable[..., Any]] = {
+    "sync": lambda spec, policy, experience, *args: Collector.from_spec(spec, *args),
+    "async": AsyncCollector,
+}
 
 
 # ----------------------------------------------------------------------------- the actor process
-def actor_module(cls: type, hparams: dict[str, Any], world_size: int) -> Any:
-    """The algorithm as the actor runs it: no Trainer, collection only, the run's world size."""
-
-    class Actor(cls):
-        world_size = property(lambda self: world_size)
-
-    Actor.__name__ = Actor.__qualname__ = cls.__name__
-    return Actor(**{**hparams, "collector": "sync", "check_env": False})
-
-
-class TransitionSink:
-    """Takes the place of the replay buffer in the actor: keeps each vector step as numpy copies."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple] = []
-
-    def add(self, obs, actions, rewards, terminated, truncated, next_obs, final_obs) -> None:
-        """Keep one vector step, with ``ReplayBuffer.add``'s arguments."""
-        n = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731 (the queue pickles later, in a thread)
-        self.steps.append((n(obs), n(actions), n(rewards), n(terminated), n(truncated), n(next_obs), {i: n(o) for i, o in final_obs.items()}))
-
-    def pop(self) -> list[tuple]:
-        """The vector steps kept since the last call."""
-        steps, self.steps = self.steps, []
-        return steps
-
-
-def actor_main(cls, hparams, rank, world_size, shared, version, credits, queue, stop, env_steps, resumed, parent) -> None:
+def actor_main(spec, experience, shared, version, credits, queue, stop, env_steps, resumed, parent) -> None:
     """Entry point of the actor process: collect until the budget is reached or the learner says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the learner decides
     torch.set_num_threads(1)
-    module = None
+    collector = None
 
     def put(message: tuple) -> bool:
         while not stop.is_set() and os.getppid() == parent:
@@ -260,59 +263,50 @@ def actor_main(cls, hparams, rank, world_size, shared, version, credits, queue, 
         while not stop.wait(0.5) and os.getppid() == parent and (timeout is None or waited < timeout):
             waited += 0.5
 
+    policy = copy.deepcopy(shared[0])  # the actor's own copy, refreshed from the shared ones
     seen = -1
 
     def refresh(wanted: int | None = None) -> None:
-        """Load version ``wanted`` (on-policy), or the latest one if it is new (off-policy)."""
+        """Load version ``wanted`` (lockstep), or the latest one if it is new."""
         nonlocal seen
         with version.get_lock():
             latest = version.value
             if wanted is None and latest == seen:
                 return
             seen = latest if wanted is None else wanted
-            for name, net in shared[seen % len(shared)].items():
-                copy_state(getattr(module, name), net)
+            copy_state(policy, shared[seen % len(shared)])
 
     try:
-        from lightrl.envs.vector import make_vec_env
-
-        module = actor_module(cls, hparams, world_size)
-        hp = module.hparams
-        seed = hp.seed + rank
+        seed = spec.seed + spec.rank
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        envs = make_vec_env(hp.env_id, hp.num_envs, hp.seed, rank, hp.vectorization, hp.env_kwargs)
+        envs = spec.make_envs()
         if resumed:  # the learner warned: fresh episodes with seeds that differ from the run's first ones
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 envs.set_state(dict(NO_ENV_STATE))
-        module.collector = Collector(envs, "cpu")
-        module.env_steps = env_steps
-        on_policy = hasattr(module, "collect_rollout")
-        if not on_policy:
-            module.replay_buffer = TransitionSink()
-            module.after_env_step = lambda before, after: None  # target networks are the learner's business
-            module._explorer = torch.Generator().manual_seed(hp.seed + rank + 10_000 + (env_steps if resumed else 0))
-            chunk = min(MAX_CHUNK, max(1, hp.train_frequency // module.steps_per_env_step))
-            module.collector.reset()
-        rollouts = 0
-        while not module.budget_reached and not stop.is_set():
-            if on_policy:
+            if policy.exploration is not None:  # nor replay the exploration of the run's start
+                policy.exploration.reseed(policy.exploration.seed + env_steps)
+        collector = Collector(envs, "cpu")
+        chunk = experience.chunk(spec.steps_per_env_step)
+        env_steps_per_collect = experience.vector_steps() * spec.steps_per_env_step
+        batches = 0
+        while env_steps < spec.total_timesteps and not stop.is_set():
+            if experience.lockstep:
                 if not wait_credit():
                     break
-                refresh(max(rollouts - 1, 0))
-                rollouts += 1
-                batch = module.collect_rollout()
-                message = ("rollout", {k: v.cpu().numpy().copy() for k, v in batch.items()}, module.collector.pop_finished_episodes())
+                refresh(max(batches - 1, 0))
             else:
                 refresh()
-                for _ in range(chunk):
-                    module.collect_step()
-                    if module.budget_reached:
-                        break
-                message = ("steps", module.replay_buffer.pop(), module.collector.pop_finished_episodes())
-            if not put(message):
+            pieces = []
+            for _ in range(chunk):
+                pieces.append(to_numpy(experience.collect(policy, collector, env_steps)))
+                env_steps += env_steps_per_collect
+                if env_steps >= spec.total_timesteps:
+                    break
+            batches += 1
+            if not put(("experience", pieces, collector.pop_finished_episodes())):
                 break
         wait_for_stop()
     except BaseException as err:  # report any failure to the learner instead of leaving it waiting
@@ -320,5 +314,5 @@ def actor_main(cls, hparams, rank, world_size, shared, version, credits, queue, 
         wait_for_stop(timeout=30)
     finally:
         queue.cancel_join_thread()
-        if module is not None and isinstance(getattr(module, "collector", None), Collector):
-            module.collector.close()
+        if collector is not None:
+            collector.close()

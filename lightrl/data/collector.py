@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import gymnasium as gym
 import numpy as np
@@ -12,11 +13,9 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.envs.vector import episode_stats, final_observations
-
-
-class NonFiniteError(RuntimeError):
-    """NaN or Inf in observations, rewards, losses or gradients: training stops with this error."""
+from lightrl.envs.vector import episode_stats, final_observations, make_vec_env
+from lightrl.errors import NonFiniteError
+from lightrl.timing import IterationTimer
 
 
 def obs_dtype(space: spaces.Space) -> torch.dtype:
@@ -74,20 +73,58 @@ class EpisodeStats:
         self.recent_returns.extend(state["recent_returns"])
 
 
+@dataclass(frozen=True)
+class CollectorSpec:
+    """Where a collector's experience comes from: ``make_vec_env``'s arguments, the run's size and budget.
+
+    Picklable, so that the async actor process makes the same envs as the sync path would.
+    """
+
+    env_id: str
+    num_envs: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    vectorization: str = "sync"
+    env_kwargs: dict[str, Any] | None = None
+    total_timesteps: int = 0
+
+    @property
+    def steps_per_env_step(self) -> int:
+        """Global env steps taken by one vector step of every rank."""
+        return self.num_envs * self.world_size
+
+    def make_envs(self) -> gym.vector.VectorEnv:
+        """This rank's vector env (sub-env ``i`` seeded ``seed + rank * num_envs + i``)."""
+        return make_vec_env(self.env_id, self.num_envs, self.seed, self.rank, self.vectorization, self.env_kwargs)
+
+
 class Collector(EpisodeStats):
     """Steps a vector env, keeps the current observation and the statistics of finished episodes.
 
     It belongs to the algorithm module, not to a dataloader iterator, so episodes in progress survive
-    Lightning re-creating the iterator.
+    Lightning re-creating the iterator. :meth:`collect` makes experience with a policy (rollouts or
+    transitions, see :mod:`lightrl.data.experience`); :class:`~lightrl.data.async_collector.AsyncCollector`
+    offers the same interface with the envs in another process.
 
     Args:
         envs: A vector env made by :func:`lightrl.envs.make_vec_env` (SAME_STEP autoreset).
         device: Where observations and rewards are put.
+        timer: Where :meth:`collect` records its time (``inference``, ``env_step``, ``data``).
+        acting_context: Returns the context the policy acts in (the Trainer's precision); none by default.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        device: torch.device | str = "cpu",
+        timer: IterationTimer | None = None,
+        acting_context: Callable[[], ContextManager] = nullcontext,
+    ):
         self.envs = envs
         self.device = torch.device(device)
+        self.timer = timer if timer is not None else IterationTimer()
+        self.acting_context = acting_context
         self.num_envs = envs.num_envs
         self.obs_dtype = obs_dtype(envs.single_observation_space)
         space = envs.single_action_space
@@ -100,6 +137,27 @@ class Collector(EpisodeStats):
         """An observation batch as a tensor of the storage dtype on the collector's device."""
         x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=self.obs_dtype)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: CollectorSpec,
+        device: torch.device | str = "cpu",
+        timer: IterationTimer | None = None,
+        acting_context: Callable[[], ContextManager] = nullcontext,
+    ) -> Collector:
+        """A collector over the envs that ``spec`` describes, made now."""
+        return cls(spec.make_envs(), device, timer, acting_context)
+
+    def start(self, policy: Any, env_steps: int) -> None:
+        """Called before the first batch of a fit; the envs are already here, so nothing to do."""
+
+    def collect(self, experience: Any, policy: Any, env_steps: int) -> Any:
+        """One piece of ``experience`` (a rollout, a transition) made with ``policy`` at global env step ``env_steps``."""
+        return experience.collect(policy, self, env_steps)
+
+    def publish(self, policy: Any) -> None:
+        """Called after each training step; the policy acting here is the trained one, so nothing to do."""
 
     def reset(self) -> Tensor:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""

@@ -9,6 +9,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 
+from lightrl.envs.vector import make_env
+
 
 def run_env_checker(env_id: str, env_kwargs: dict[str, Any] | None = None) -> list[str]:
     """Run gymnasium's env checker on a fresh ``env_id`` (unwrapped, as the checker expects).
@@ -19,8 +21,6 @@ def run_env_checker(env_id: str, env_kwargs: dict[str, Any] | None = None) -> li
     Raises:
         ValueError: naming the env and quoting what the checker found, if the env violates the API.
     """
-    from lightrl.envs.vector import make_env
-
     make_env(env_id, env_kwargs).close()  # an unknown id gets lightrl's error, not the checker's
     env = gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
     try:

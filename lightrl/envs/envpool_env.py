@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lightrl.envs.vector import AUTORESET_MODE, warn_env_state_lost
+from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 
 MISSING = "vectorization='envpool' needs the envpool package: pip install 'lightrl[envpool]'"
 

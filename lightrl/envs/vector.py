@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import pickle
-import warnings
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
+
+from lightrl.envs.atari import is_atari, make_atari_env
+from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
+from lightrl.envs.envpool_env import EnvPoolVectorEnv
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
-
-#: lightrl always steps vector envs in SAME_STEP mode: a finished sub-env is reset inside the step that ended
-#: it, and the last observation of the episode comes back as ``info["final_obs"]``. Every stored transition
-#: is then a real one, and truncated episodes can be bootstrapped from their final observation.
-AUTORESET_MODE = AutoresetMode.SAME_STEP
 VECTORIZATIONS = ("sync", "async", "envpool")
 
 
@@ -37,8 +34,6 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, wrappers: Se
     Raises:
         ValueError: if ``env_id`` is not a registered gymnasium id.
     """
-    from lightrl.envs.atari import is_atari, make_atari_env
-
     kwargs = dict(env_kwargs or {})
     try:
         if is_atari(env_id):
@@ -90,19 +85,12 @@ def make_vec_env(
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
     if vectorization == "envpool":
-        from lightrl.envs.envpool_env import EnvPoolVectorEnv
-
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
     make_env(env_id, env_kwargs, wrappers).close()  # fail here, in this process, on a bad id
     fns = [lambda: make_env(env_id, env_kwargs, wrappers) for _ in range(num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
     return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
-
-
-def warn_env_state_lost(reason: str) -> None:
-    """Warn that a resumed run could not restore its envs, and why: episodes restart from a reset."""
-    warnings.warn(f"The envs' state was not restored ({reason}); episodes in progress restart from a reset.", stacklevel=3)
 
 
 class SeededVectorEnv(gym.vector.VectorWrapper):

@@ -9,7 +9,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightrl.nn import distributions as D
+import lightrl.nn.distributions as D
+from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.mlp import layer_init, mlp, sequential_forward
 
 
@@ -36,8 +37,6 @@ class ActorCritic(nn.Module):
         self.discrete = isinstance(action_space, spaces.Discrete)
         action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         if is_image_space(observation_space):
-            from lightrl.nn.cnn import NatureCNN
-
             self.encoder: nn.Module = NatureCNN(observation_space.shape[0])
             self.actor = layer_init(nn.Linear(self.encoder.out_features, action_dim), std=0.01)
             self.critic = layer_init(nn.Linear(self.encoder.out_features, 1), std=1.0)

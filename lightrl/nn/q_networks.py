@@ -16,6 +16,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.nn.actor_critic import is_image_space
+from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.mlp import input_major, sequential_forward
 
 #: Bounds of the SAC actor's log standard deviation (CleanRL's ``LOG_STD_MIN``/``LOG_STD_MAX``).
@@ -82,8 +83,6 @@ class QNetwork(nn.Module):
         super().__init__()
         num_actions = int(action_space.n)
         if is_image_space(observation_space):
-            from lightrl.nn.cnn import NatureCNN
-
             cnn = NatureCNN(observation_space.shape[0], features_dim=hidden_sizes[0], image_size=observation_space.shape[1:])
             self.encoder: nn.Module = nn.Sequential(cnn, dense(hidden_sizes[0], hidden_sizes[1:]))
         else:

@@ -1,0 +1,18 @@
+"""Closing the module's envs (and the async actor process) when ``fit`` fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+
+class CloseCollectorOnException(Callback):
+    """Closes the module's collector when ``fit`` fails: Lightning then skips the module's ``teardown``.
+
+    Without it a failed fit would leave the async actor process (or ``vectorization="async"`` workers)
+    running. lightrl modules add it themselves; it calls the module's ``close_collector()``.
+    """
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        pl_module.close_collector()

@@ -1,0 +1,148 @@
+"""Deployment: :func:`export` (``lightrl.export``) writes a trained policy as a file that runs without lightrl or Lightning.
+
+Two formats, chosen by the file's suffix:
+
+- ``.onnx``: an ONNX model, written by torch's exporter (``torch.onnx.export``, dynamo-based), for
+  onnxruntime, TensorRT and other ONNX runtimes. Needs the ``export`` extra (``onnx``, ``onnxscript``;
+  ``onnxruntime`` to run it).
+- ``.pt2``: a ``torch.export`` archive (an ``ExportedProgram``), loaded with ``torch.export.load`` by a
+  process that has only torch.
+
+Both hold the deterministic policy (:meth:`lightrl.policies.base.Policy.act`): one input ``obs``, float32
+observations ``[batch, *obs_shape]`` (images as their 0-255 pixel values), and one output ``actions``:
+int64 for Discrete actions, float32 within the bounds for Box actions. The batch dimension is dynamic.
+A JSON description of the spaces and the algorithm is stored with the model (ONNX metadata
+``lightrl``; the ``.pt2`` archive's extra file ``lightrl.json``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from lightrl.policies import Policy
+
+#: File suffixes :func:`export` writes, and the format of each.
+FORMATS = {".onnx": "ONNX", ".pt2": "torch.export"}
+ONNX_MISSING = "exporting to ONNX needs the onnx and onnxscript packages: pip install 'lightrl[export]'"
+
+
+class DeterministicPolicy(nn.Module):
+    """A policy's :meth:`~lightrl.policies.base.Policy.act` with the exported signature: float32 ``obs`` in, ``actions`` out.
+
+    Args:
+        policy: The policy to wrap (a copy of it, on CPU, is what gets exported).
+    """
+
+    def __init__(self, policy: Policy):
+        super().__init__()
+        self.policy = policy
+        self.discrete = not isinstance(policy.action_space, spaces.Box)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Actions ``[batch, ...]``: int64 for Discrete spaces, float32 in the bounds for Box spaces."""
+        actions = self.policy.act(obs)
+        return actions.to(torch.int64) if self.discrete else actions.to(torch.float32)
+
+
+def deployable(source: Any) -> DeterministicPolicy:
+    """The deterministic policy of ``source`` (an algorithm with a ``policy``, or a policy), on CPU in eval mode."""
+    policy = source if isinstance(source, Policy) else getattr(source, "policy", None)
+    if not isinstance(policy, Policy):
+        raise TypeError(f"export takes a lightrl algorithm or a lightrl.policies.Policy, got {type(source).__name__}.")
+    if not isinstance(policy.observation_space, spaces.Box):
+        raise ValueError(f"export supports Box observation spaces, got {policy.observation_space}.")
+    return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
+
+
+def example_obs(policy: Policy, batch: int = 2) -> Tensor:
+    """A float32 batch of observations from the observation space (a batch of 2: torch.export specialises 1)."""
+    space = policy.observation_space
+    return torch.as_tensor(np.stack([space.sample() for _ in range(batch)])).to(torch.float32)
+
+
+def description(source: Any, policy: Policy) -> dict[str, Any]:
+    """What a deployment needs to know beside the graph: the spaces and where the policy comes from."""
+    hparams = getattr(source, "hparams", {})
+    return {
+        "algorithm": type(source).__name__,
+        "env_id": hparams.get("env_id"),
+        "observation_space": repr(policy.observation_space),
+        "observation_shape": list(policy.observation_space.shape),
+        "action_space": repr(policy.action_space),
+        "inputs": ["obs"],
+        "outputs": ["actions"],
+    }
+
+
+def export(module: Any, path: str | Path) -> Path:
+    """Write the deterministic policy of ``module`` to ``path`` (``.onnx`` or ``.pt2``); returns the path.
+
+    Args:
+        module: A lightrl algorithm (its ``policy`` is exported), or a :class:`~lightrl.policies.Policy`.
+        path: Where to write: ``*.onnx`` for ONNX, ``*.pt2`` for a ``torch.export`` archive.
+
+    Raises:
+        ValueError: for another suffix, or a space that cannot be exported.
+        ImportError: for ``.onnx`` without the ``onnx`` and ``onnxscript`` packages.
+
+    Example::
+
+        lightrl.export(model, "policy.onnx")
+
+        import onnxruntime as ort
+        session = ort.InferenceSession("policy.onnx")
+        actions = session.run(["actions"], {"obs": obs.astype("float32")})[0]
+    """
+    path = Path(path)
+    if path.suffix not in FORMATS:
+        raise ValueError(f"export writes {', '.join(FORMATS)} files, got {path.name!r}; name the output policy.onnx or policy.pt2.")
+    wrapper = deployable(module)
+    meta = json.dumps(description(module, wrapper.policy))
+    obs = example_obs(wrapper.policy)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": {0: batch}})
+    if path.suffix == ".pt2":
+        torch.export.save(program, path, extra_files={"lightrl.json": meta})
+        return path
+    write_onnx(program, path, meta)
+    return path
+
+
+def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str) -> None:
+    """Write ``program`` as ONNX with torch's exporter; its input is ``obs`` and its output ``actions``."""
+    try:
+        import onnx  # noqa: F401  (needed by torch.onnx.export)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ImportError(ONNX_MISSING) from None
+    with quiet_logger("torch.onnx"):  # its registry warns, once per process, about torchvision ops we do not use
+        onnx_program = torch.onnx.export(program, input_names=["obs"], output_names=["actions"], dynamo=True, verbose=False)
+    model = onnx_program.model_proto
+    for value in (*model.graph.input, *model.graph.output):  # the exporter names the dynamic dimension s0, s1...
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "lightrl", meta
+    onnx.save(model, str(path))
+
+
+@contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise logger ``name``'s level to ``level`` inside the block."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)

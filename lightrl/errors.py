@@ -1,0 +1,7 @@
+"""Errors lightrl raises on purpose, in one module that every layer (data, algorithms, CLI) may import."""
+
+from __future__ import annotations
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or Inf in observations, rewards, losses or gradients: training stops with this error."""

@@ -1,0 +1,232 @@
+"""lightrl.export and `lightrl export`: ONNX and torch.export files that act exactly as the policy does."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import lightrl
+from lightrl.cli import main
+
+onnx_missing = importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None
+requires_onnx = pytest.mark.skipif(onnx_missing, reason="needs onnx, onnxscript and onnxruntime (lightrl[export])")
+requires_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py (lightrl[atari])")
+
+SKEWED_ID = "lightrl-test/SkewedBounds-v0"
+
+
+class SkewedBounds(gym.Env):
+    """Box actions with bounds that are neither symmetric nor the same per dimension: the policies must scale into them."""
+
+    observation_space = spaces.Box(-5.0, 5.0, (3,), np.float32)
+    action_space = spaces.Box(np.array([-3.0, 0.0], np.float32), np.array([1.0, 5.0], np.float32))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+if SKEWED_ID not in gym.registry:
+    gym.register(SKEWED_ID, entry_point=SkewedBounds, max_episode_steps=50)
+
+CASES = {
+    "ppo-discrete": lambda: lightrl.PPO("CartPole-v1"),
+    "ppo-box": lambda: lightrl.PPO("Pendulum-v1"),
+    "ppo-skewed-box": lambda: lightrl.PPO(SKEWED_ID),
+    "a2c": lambda: lightrl.A2C("CartPole-v1"),
+    "dqn": lambda: lightrl.DQN("CartPole-v1"),
+    "dqn-dueling": lambda: lightrl.DQN("CartPole-v1", dueling=True),
+    "sac": lambda: lightrl.SAC("Pendulum-v1"),
+    "sac-skewed": lambda: lightrl.SAC(SKEWED_ID),
+    "td3": lambda: lightrl.TD3("Pendulum-v1"),
+    "td3-skewed": lambda: lightrl.TD3(SKEWED_ID),
+    "ppo-atari-cnn": pytest.param(lambda: lightrl.PPO("ALE/Pong-v5"), marks=requires_ale),
+    "dqn-atari-cnn": pytest.param(lambda: lightrl.DQN("ALE/Pong-v5", hidden_sizes=[512]), marks=requires_ale),
+}
+
+
+def observations(space: spaces.Box, n: int = 1000, seed: int = 0) -> torch.Tensor:
+    """``n`` float32 observations: pixel values for images, wide Gaussian values for vectors (beyond the usual range)."""
+    generator = torch.Generator().manual_seed(seed)
+    if space.dtype == np.uint8:
+        return torch.randint(0, 256, (n, *space.shape), generator=generator).float()
+    return 3 * torch.randn((n, *space.shape), generator=generator)
+
+
+def run_onnx(path, obs: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["obs"] and [o.name for o in session.get_outputs()] == ["actions"]
+    assert session.get_inputs()[0].shape[0] == "batch"  # a dynamic batch dimension
+    return np.concatenate([session.run(["actions"], {"obs": chunk.numpy()})[0] for chunk in obs.split(250)])
+
+
+@requires_onnx
+@pytest.mark.parametrize("make", list(CASES.values()), ids=list(CASES))
+def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
+    torch.manual_seed(0)
+    model = make()
+    policy = model.policy
+    obs = observations(policy.observation_space)
+    with torch.no_grad():
+        expected = policy.act(obs).numpy()
+    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)
+    assert actions.shape == expected.shape
+    if isinstance(policy.action_space, spaces.Discrete):
+        assert actions.dtype == np.int64
+        np.testing.assert_array_equal(actions, expected)
+        assert len(np.unique(actions)) > 1  # the observations reach more than one action: the comparison can fail
+    else:
+        assert actions.dtype == np.float32
+        assert np.abs(actions - expected).max() <= 1e-5
+        low, high = policy.action_space.low, policy.action_space.high
+        assert (actions >= low).all() and (actions <= high).all()
+        assert np.ptp(expected, axis=0).min() > 1e-3  # the actions vary in every dimension: the comparison can fail
+
+
+@requires_onnx
+def test_onnx_clips_box_actions_into_the_bounds_as_the_policy_does(tmp_path):
+    """PPO's Gaussian mean is unbounded: moved outside Pendulum's [-2, 2], both the policy and the ONNX model clip it."""
+    model = lightrl.PPO("Pendulum-v1")
+    with torch.no_grad():
+        model.agent.actor[-1].bias.fill_(2.0)  # means around 2: about half of them out of bounds
+    obs = observations(model.observation_space)
+    with torch.no_grad():
+        raw = model.agent.act(obs, deterministic=True).numpy()
+        expected = model.act(obs, deterministic=True).numpy()
+    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)
+    assert 0.2 < (raw > 2.0).mean() < 0.8
+    assert np.abs(actions - expected).max() <= 1e-5 and actions.max() == 2.0
+    np.testing.assert_allclose(actions, np.clip(raw, -2.0, 2.0), atol=1e-5)
+
+
+@requires_onnx
+def test_onnx_holds_a_description_of_the_spaces(tmp_path):
+    import onnx
+
+    model = lightrl.SAC(SKEWED_ID)
+    meta = {p.key: p.value for p in onnx.load(str(lightrl.export(model, tmp_path / "policy.onnx"))).metadata_props}
+    description = json.loads(meta["lightrl"])
+    assert description["algorithm"] == "SAC" and description["env_id"] == SKEWED_ID
+    assert description["observation_shape"] == [3] and description["action_space"] == repr(model.action_space)
+
+
+def test_pt2_loads_and_acts_in_a_process_without_lightrl_or_lightning(tmp_path):
+    model = lightrl.DQN("CartPole-v1", dueling=True)
+    path = lightrl.export(model, tmp_path / "policy.pt2")
+    obs = observations(model.observation_space, n=64)
+    torch.save(obs, tmp_path / "obs.pt")
+    script = textwrap.dedent(f"""
+        import json, sys
+        import torch
+        extra = {{"lightrl.json": ""}}
+        program = torch.export.load({str(path)!r}, extra_files=extra)
+        actions = program.module()(torch.load({str(tmp_path / 'obs.pt')!r}))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightrl", "lightning", "pytorch_lightning"))
+        print(json.dumps({{"actions": actions.tolist(), "dtype": str(actions.dtype), "loaded": loaded,
+                          "algorithm": json.loads(extra["lightrl.json"])["algorithm"]}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == [] and out["dtype"] == "torch.int64" and out["algorithm"] == "DQN"
+    with torch.no_grad():
+        assert out["actions"] == model.policy.act(obs).tolist()
+
+
+def test_pt2_has_a_dynamic_batch_dimension(tmp_path):
+    model = lightrl.TD3(SKEWED_ID)
+    program = torch.export.load(lightrl.export(model, tmp_path / "policy.pt2")).module()
+    for n in (1, 7, 300):
+        obs = observations(model.observation_space, n=n)
+        with torch.no_grad():
+            assert torch.equal(program(obs), model.policy.act(obs))
+
+
+def test_export_rejects_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"policy.onnx or policy.pt2"):
+        lightrl.export(lightrl.DQN("CartPole-v1"), tmp_path / "policy.zip")
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = lightrl.DQN("CartPole-v1", total_timesteps=200, learning_starts=100, train_frequency=50, hidden_sizes=[16])
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model)
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return path, model
+
+
+@requires_onnx
+def test_cli_exports_a_checkpoint(checkpoint, tmp_path, capsys):
+    path, model = checkpoint
+    main(["export", str(path), "--output", str(tmp_path / "policy.onnx")])
+    assert "DQN policy for CartPole-v1 written to" in capsys.readouterr().out
+    obs = observations(model.observation_space, n=100)
+    with torch.no_grad():
+        np.testing.assert_array_equal(run_onnx(tmp_path / "policy.onnx", obs), model.policy.act(obs).numpy())
+
+
+def bad_export(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_rejects_a_missing_checkpoint(tmp_path, capsys):
+    err = bad_export([str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "policy.pt2")], capsys)
+    assert "none.ckpt' does not exist" in err
+
+
+def test_cli_rejects_a_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint at all")
+    err = bad_export([str(tmp_path / "corrupt.ckpt"), "--output", str(tmp_path / "policy.pt2")], capsys)
+    assert "cannot be read" in err
+
+
+def test_cli_rejects_a_checkpoint_not_written_by_lightrl(tmp_path, capsys):
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.ckpt")
+    err = bad_export([str(tmp_path / "other.ckpt"), "--output", str(tmp_path / "policy.pt2")], capsys)
+    assert "not written by a lightrl algorithm" in err
+
+
+@pytest.mark.parametrize("output, message", [
+    ("missing-folder/policy.onnx", "does not exist or is not writable"),
+    ("policy.tflite", "must end in .onnx or .pt2"),
+    (".", "must end in"),
+])  # fmt: skip
+def test_cli_rejects_an_output_it_cannot_write(checkpoint, tmp_path, capsys, output, message):
+    err = bad_export([str(checkpoint[0]), "--output", str(tmp_path / output)], capsys)
+    assert message in err
+
+
+def test_cli_rejects_an_output_under_a_file(checkpoint, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    err = bad_export([str(checkpoint[0]), "--output", str(tmp_path / "file" / "policy.pt2")], capsys)
+    assert "cannot be written" in err
+
+
+def test_cli_export_needs_an_output(checkpoint, capsys):
+    err = bad_export([str(checkpoint[0])], capsys)
+    assert "--output" in err
