@@ -52,6 +52,20 @@ def episode_returns(
 
     ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
     """
+    returns, _lengths = play_episodes(module, num_episodes, seed, deterministic, max_envs, env_kwargs, wrappers)
+    return returns
+
+
+def play_episodes(
+    module,
+    num_episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    max_envs: int = 16,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[EnvWrapper] = (),
+) -> tuple[list[float], list[int]]:
+    """The returns and lengths of ``num_episodes`` episodes, as :func:`episode_returns` plays them."""
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
     num_envs = min(num_episodes, max_envs)
@@ -61,6 +75,7 @@ def episode_returns(
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
+    lengths: list[int] = []
     was_training = module.training
     module.eval()
     try:
@@ -68,11 +83,12 @@ def episode_returns(
             collector.reset()
             while (counts < targets).any():
                 step = collector.step(module.act(collector.obs, deterministic))
-                for i, ret, _length in step.episodes:
+                for i, ret, length in step.episodes:
                     if counts[i] < targets[i]:
                         returns.append(ret)
+                        lengths.append(length)
                         counts[i] += 1
     finally:
         module.train(was_training)
         envs.close()
-    return returns
+    return returns, lengths

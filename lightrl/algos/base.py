@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Iterator, Sequence
 
+import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.algos.resume import Resumable
+from lightrl.algos.resume import Resumable, isolated_rng
+from lightrl.algos.trainer_flags import check_trainer_flags
+from lightrl.callbacks import default_callbacks
 from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
 from lightrl.data.collector import Collector, NonFiniteError
-from lightrl.data.datasets import experience_loader
+from lightrl.data.datasets import evaluation_loader, experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
+from lightrl.evaluation import play_episodes
 from lightrl.optim import clip_grad_norm_
 from lightrl.timing import IterationTimer
+
+
+#: Seeds of the evaluation envs, apart from the training envs' ``seed + rank * num_envs + i``.
+EVAL_SEED_OFFSET = 10_000
+TEST_SEED_OFFSET = 20_000
 
 
 def require(condition: bool, message: str) -> None:
@@ -66,11 +79,15 @@ class RLModule(Resumable, L.LightningModule):
         num_envs: Sub-envs per process.
         vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
         env_kwargs: Keyword arguments for ``gym.make``.
-        eval_frequency: Evaluate every this many env steps (and at the end) on separate envs, logging
-            ``eval/return_mean`` and ``eval/return_std``, and keep the best checkpoint by evaluation
-            return plus ``last`` (see :class:`~lightrl.callbacks.EvalCheckpoint`); 0 disables it.
-        eval_episodes: Deterministic episodes per evaluation.
-        capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
+        timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
+            rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
+            at each epoch's end: validation (evaluation), ``ModelCheckpoint`` (``last.ckpt``),
+            ``EarlyStopping``, epoch-interval LR schedulers, ``max_epochs``.
+        eval_episodes: Deterministic episodes per validation run (``validation_step``), on envs seeded
+            apart from the training envs and split over the DDP ranks. How often validation runs is the
+            Trainer's ``check_val_every_n_epoch``; ``Trainer(limit_val_batches=0)`` turns it off.
+        test_episodes: Deterministic episodes of ``trainer.test`` (``test_step``), on envs of their own seeds.
+        capture_video: Record one episode at each validation (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
         collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects while the
             learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms with
@@ -111,8 +128,9 @@ class RLModule(Resumable, L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
-        eval_frequency: int = 0,
+        timesteps_per_epoch: int = 10_000,
         eval_episodes: int = 10,
+        test_episodes: int = 100,
         capture_video: bool = False,
         check_env: bool = False,
         collector: str = "sync",
@@ -123,8 +141,9 @@ class RLModule(Resumable, L.LightningModule):
         require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
         require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
-        require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
+        require(timesteps_per_epoch > 0, f"timesteps_per_epoch must be a positive number of env steps, got {timesteps_per_epoch}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
+        require(test_episodes > 0, f"test_episodes must be a positive integer, got {test_episodes}.")
         require(collector in COLLECTORS, f"collector must be one of {COLLECTORS}, got {collector!r}.")
         require(
             collector == "sync" or type(self).supports_async_collector,
@@ -183,6 +202,23 @@ class RLModule(Resumable, L.LightningModule):
         return self.hparams.num_envs * self.world_size
 
     @property
+    def env_steps_per_batch(self) -> int | None:
+        """Global env steps collected for one training batch (all ranks); None if it varies.
+
+        Epochs are counted in whole batches of this size (see :attr:`batches_per_epoch`). A subclass whose
+        batches are not of a fixed size keeps None, and its run is then one epoch.
+        """
+        return None
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Training batches per epoch: ``timesteps_per_epoch`` rounded to whole batches (at least one)."""
+        per_batch = self.env_steps_per_batch
+        if per_batch is None:
+            return None
+        return max(1, round(self.hparams.timesteps_per_epoch / per_batch))
+
+    @property
     def budget_reached(self) -> bool:
         """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
@@ -216,7 +252,8 @@ class RLModule(Resumable, L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         self.collector.device = self.device
-        return experience_loader(self._batches)
+        # Every rank computes the same length from global counters, so all end each epoch at the same batch.
+        return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
@@ -244,6 +281,84 @@ class RLModule(Resumable, L.LightningModule):
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
         raise NotImplementedError
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
+        return self.act(obs, deterministic=True)
+
+    # ----------------------------------------------------------------- evaluation: Lightning's validate, test, predict
+    def val_dataloader(self) -> DataLoader:
+        return evaluation_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return evaluation_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The first observations of ``eval_episodes`` fresh episodes; pass your own observations to ``trainer.predict`` instead."""
+        envs = make_vec_env(self.hparams.env_id, self.hparams.eval_episodes, seed=self.hparams.seed + TEST_SEED_OFFSET,
+                            env_kwargs=self.hparams.env_kwargs)  # fmt: skip
+        try:
+            collector = Collector(envs, torch.device("cpu"))
+            collector.reset()
+            obs = collector.obs
+        finally:
+            envs.close()
+        return DataLoader([obs], batch_size=None, num_workers=0)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``."""
+        self.evaluation_step("eval", self.hparams.eval_episodes, self.hparams.seed + EVAL_SEED_OFFSET)
+        if self.hparams.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
+            self.record_video()
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``."""
+        self.evaluation_step("test", self.hparams.test_episodes, self.hparams.seed + TEST_SEED_OFFSET)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
+        obs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(obs)
+
+    def evaluation_step(self, prefix: str, num_episodes: int, seed: int) -> None:
+        """Play ``num_episodes`` deterministic episodes split over the ranks, and log their statistics under ``prefix/``.
+
+        Rank ``r`` plays its share on envs seeded from ``seed + 1000 * r``. The results of all ranks are
+        gathered, so every rank logs the same values. The global RNGs are left as they were, so that
+        evaluating never changes training.
+        """
+        rank, world = self.global_rank, self.world_size
+        mine = num_episodes // world + int(rank < num_episodes % world)
+        slots = -(-num_episodes // world)  # all_gather needs the same shape on every rank: pad with NaN
+        results = torch.full((slots, 2), math.nan, dtype=torch.float64, device=self.device)
+        if mine:
+            with isolated_rng():
+                returns, lengths = play_episodes(self, mine, seed=seed + 1000 * rank)
+            results[:mine] = torch.tensor([returns, lengths], dtype=torch.float64).T
+        gathered = self.all_gather(results).reshape(-1, 2)
+        gathered = gathered[~gathered[:, 0].isnan()]
+        returns, lengths = gathered[:, 0], gathered[:, 1]
+        metrics = {
+            f"{prefix}/return_mean": returns.mean(),
+            f"{prefix}/return_std": returns.std(unbiased=False),
+            f"{prefix}/episode_length": lengths.mean(),
+            "step": torch.tensor(float(self.env_steps), dtype=torch.float64, device=self.device),  # x-axis: env steps
+        }
+        # The values are already equal on all ranks; sync_dist keeps Lightning's epoch-level checks satisfied.
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
+
+    def record_video(self) -> str:
+        """Play one deterministic episode into ``<run>/videos/eval-step<N>-episode-0.mp4``, log it to W&B; return its path."""
+        folder = os.path.join(os.path.dirname(self.checkpoint_dir()), "videos")
+        prefix = f"eval-step{self.env_steps}"
+        record = partial(gym.wrappers.RecordVideo, video_folder=folder, name_prefix=prefix, episode_trigger=lambda _: True, disable_logger=True)
+        with isolated_rng():
+            play_episodes(self, 1, seed=self.hparams.seed + EVAL_SEED_OFFSET - 1, env_kwargs={"render_mode": "rgb_array"}, wrappers=[record])
+        path = os.path.join(folder, f"{prefix}-episode-0.mp4")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_video("eval/video", [path], step=self.env_steps)
+        return path
 
     @property
     def grad_scaler(self) -> torch.amp.GradScaler | None:
@@ -324,8 +439,40 @@ class RLModule(Resumable, L.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
+        # For callbacks only (EarlyStopping, ModelCheckpoint with check_on_train_epoch_end): the mean return of each
+        # rank's last 100 episodes, over all ranks. Loggers get charts/episodic_return at each logged step instead.
+        recent = list(self.collector.recent_returns) if self.collector is not None else []
+        totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
+        if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
+            self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
+        self.step_lr_schedulers("epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
+
+    def step_lr_schedulers(self, interval: str) -> None:
+        """Step the LR schedulers configured with this ``interval``, as Lightning does under automatic optimization.
+
+        lightrl's algorithms optimize manually, and Lightning then steps no scheduler itself. The
+        algorithms call this with ``"step"`` at the end of each ``training_step``; the module does so
+        with ``"epoch"`` at each epoch's end, after validation. A ``ReduceLROnPlateau`` steps on its
+        ``monitor`` (e.g. ``eval/return_mean``), and each scheduler honours its ``frequency``.
+        """
+        trainer = self.trainer
+        count = trainer.fit_loop.total_batch_idx if interval == "step" else trainer.current_epoch
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval or (count + 1) % config.frequency:
+                continue
+            monitor = None
+            if config.reduce_on_plateau:
+                monitor = trainer.callback_metrics.get(config.monitor)
+                if monitor is None:
+                    if config.strict:
+                        raise MisconfigurationException(
+                            f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; logged metrics: "
+                            f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
+                        )
+                    continue
+            self.lr_scheduler_step(config.scheduler, monitor)
 
     @property
     def sps(self) -> float:
@@ -372,7 +519,8 @@ class RLModule(Resumable, L.LightningModule):
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        from lightrl.callbacks import default_callbacks
-
+        # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
+        # and before setup() creates any env: Trainer flags that cannot apply are refused here.
+        check_trainer_flags(self.trainer, self)
         callbacks = default_callbacks(self)
         return callbacks + [CloseAsyncCollector()] if self.hparams.collector == "async" else callbacks
