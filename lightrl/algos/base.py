@@ -30,7 +30,7 @@ from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
 from lightrl.data.collector import Collector, NonFiniteError
-from lightrl.data.datasets import evaluation_loader, experience_loader
+from lightrl.data.datasets import evaluation_loader, experience_loader, own_generator
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
@@ -256,7 +256,7 @@ class RLModule(Resumable, L.LightningModule):
         return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
-        # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
+        # The RNG states are restored at the first batch, once Lightning has set everything up.
         self.apply_resume_state()
         if isinstance(self.collector, AsyncCollector):
             self.collector.start(self)
@@ -303,7 +303,7 @@ class RLModule(Resumable, L.LightningModule):
             obs = collector.obs
         finally:
             envs.close()
-        return DataLoader([obs], batch_size=None, num_workers=0)
+        return DataLoader([obs], batch_size=None, num_workers=0, generator=own_generator())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 
@@ -33,9 +34,25 @@ class ExperienceDataset(IterableDataset):
         return self.batches_per_epoch
 
 
+class ExperienceLoader(DataLoader):
+    """A DataLoader over :class:`ExperienceDataset` that Lightning may resume in the middle of an epoch.
+
+    Lightning's ``state_dict`` / ``load_state_dict`` interface marks a loader as resumable. The position in
+    the experience stream (env steps, envs, RNG states, replay buffer) is saved by the module itself,
+    under ``checkpoint["lightrl"]`` and ``checkpoint["lightrl_ranks"]`` (see :mod:`lightrl.algos.resume`),
+    so the loader has nothing of its own to add.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the module's ``on_load_checkpoint`` restores the stream's position."""
+
+
 def experience_loader(generate: Callable[[], Iterator[Any]], batches_per_epoch: int | None = None) -> DataLoader:
-    """A DataLoader over :class:`ExperienceDataset` that passes each batch through unchanged."""
-    return DataLoader(ExperienceDataset(generate, batches_per_epoch), batch_size=None, num_workers=0)
+    """An :class:`ExperienceLoader` that passes each batch through unchanged."""
+    return ExperienceLoader(ExperienceDataset(generate, batches_per_epoch), batch_size=None, num_workers=0, generator=own_generator())
 
 
 def evaluation_loader() -> DataLoader:
@@ -43,4 +60,10 @@ def evaluation_loader() -> DataLoader:
 
     The step splits the episodes over the DDP ranks itself; every rank gets this same single batch.
     """
-    return DataLoader([0], batch_size=None, num_workers=0)
+    return DataLoader([0], batch_size=None, num_workers=0, generator=own_generator())
+
+
+def own_generator() -> torch.Generator:
+    """A generator for a DataLoader's base seed, so that each new iterator (every epoch, every validation)
+    leaves the global torch RNG, and with it the training run, as it was."""
+    return torch.Generator().manual_seed(0)
