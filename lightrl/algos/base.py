@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightrl.algos.resume import Resumable, isolated_rng
+from lightrl.algos.schedulers import keep_scheduler_monitors
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
@@ -120,6 +121,13 @@ class RLModule(Resumable, L.LightningModule):
     supports_async_collector: bool = False
     acting_networks: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
+        own = cls.__dict__.get("configure_optimizers")
+        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
+            cls.configure_optimizers = keep_scheduler_monitors(own)
+
     def __init__(
         self,
         env_id: str = "CartPole-v1",
@@ -168,6 +176,7 @@ class RLModule(Resumable, L.LightningModule):
         self._resume_states: list[dict[str, Any]] | None = None
         self._local_checkpoint = False
         self._final_rank_state: dict[str, Any] | None = None
+        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # see lightrl.algos.schedulers
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
 
     # ----------------------------------------------------------------- spaces and envs
@@ -306,13 +315,13 @@ class RLModule(Resumable, L.LightningModule):
         return DataLoader([obs], batch_size=None, num_workers=0, generator=own_generator())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``."""
+        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``."""
         self.evaluation_step("eval", self.hparams.eval_episodes, self.hparams.seed + EVAL_SEED_OFFSET)
         if self.hparams.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
             self.record_video()
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``."""
+        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
         self.evaluation_step("test", self.hparams.test_episodes, self.hparams.seed + TEST_SEED_OFFSET)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -342,6 +351,7 @@ class RLModule(Resumable, L.LightningModule):
             f"{prefix}/return_mean": returns.mean(),
             f"{prefix}/return_std": returns.std(unbiased=False),
             f"{prefix}/episode_length": lengths.mean(),
+            f"{prefix}/episodes": torch.tensor(float(len(returns)), dtype=torch.float64, device=self.device),
             "step": torch.tensor(float(self.env_steps), dtype=torch.float64, device=self.device),  # x-axis: env steps
         }
         # The values are already equal on all ranks; sync_dist keeps Lightning's epoch-level checks satisfied.
@@ -462,17 +472,23 @@ class RLModule(Resumable, L.LightningModule):
         for config in trainer.lr_scheduler_configs:
             if config.interval != interval or (count + 1) % config.frequency:
                 continue
-            monitor = None
-            if config.reduce_on_plateau:
-                monitor = trainer.callback_metrics.get(config.monitor)
-                if monitor is None:
-                    if config.strict:
+            value = None
+            monitor, strict = self.scheduler_monitors.get(config.scheduler, (None, True))
+            if monitor is not None:
+                value = trainer.callback_metrics.get(monitor)
+                if value is None:
+                    if strict:
                         raise MisconfigurationException(
-                            f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; logged metrics: "
+                            f"The LR scheduler monitors {monitor!r}, which was not logged; logged metrics: "
                             f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
                         )
                     continue
-            self.lr_scheduler_step(config.scheduler, monitor)
+            elif isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise MisconfigurationException(
+                    'ReduceLROnPlateau needs a metric: return {"optimizer": ..., "lr_scheduler": {"scheduler": ..., '
+                    '"monitor": "eval/return_mean"}} from configure_optimizers.'
+                )
+            self.lr_scheduler_step(config.scheduler, value)
 
     @property
     def sps(self) -> float:

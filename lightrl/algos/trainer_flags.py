@@ -40,8 +40,9 @@ def check_trainer_flags(trainer: Any, module: Any) -> None:
             f"Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}) does not apply to {name}: each batch is fresh "
             f"experience from the current policy; make the batch larger with {batch_setting(module)}."
         )
-    if trainer.min_epochs or (trainer.min_steps or 0) > 0:
-        flag = f"min_epochs={trainer.min_epochs}" if trainer.min_epochs else f"min_steps={trainer.min_steps}"
+    # Lightning turns min_steps into min_epochs=1 by itself: name min_steps first.
+    if (trainer.min_steps or 0) > 0 or (trainer.min_epochs or 0) > 1:
+        flag = f"min_steps={trainer.min_steps}" if trainer.min_steps else f"min_epochs={trainer.min_epochs}"
         problems.append(f"Trainer({flag}) does not apply to {name}: the run ends at total_timesteps; raise total_timesteps instead.")
     if trainer.overfit_batches:
         problems.append(f"Trainer(overfit_batches={trainer.overfit_batches}) does not apply to {name}: use a small total_timesteps instead.")

@@ -7,24 +7,28 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
 from lightrl.callbacks.progress import EnvStepProgressBar, EnvStepRichProgressBar
 
-__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoint"]
+__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoints"]
 
 
-def default_checkpoint(validation: bool = True) -> ModelCheckpoint:
-    """The plain ``ModelCheckpoint`` lightrl uses in place of Lightning's default one.
+def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
+    """The plain ``ModelCheckpoint`` callbacks lightrl uses in place of Lightning's default one.
 
-    It writes ``last.ckpt`` at the end of every epoch (so a crash loses at most one epoch, and
-    ``--ckpt_path last`` continues the run) and, with validation, keeps the checkpoint with the best
-    ``eval/return_mean`` as ``best-step=<env step>.ckpt``. Without validation it keeps the newest epoch's.
+    - With validation, the best checkpoint by ``eval/return_mean``, as ``best-step=<env step>.ckpt``
+      (first, so that it is ``trainer.checkpoint_callback``).
+    - ``last.ckpt``, rewritten at the end of every epoch (Lightning writes it atomically), so that a
+      crash loses at most one epoch and ``--ckpt_path last`` continues the run.
+
+    Both save at the end of the training epoch, after that epoch's validation. (A ``ModelCheckpoint``
+    with ``save_last=True`` writes ``last.ckpt`` only when it saves a new best, hence two callbacks.)
 
     Args:
         validation: Whether the run validates (``Trainer(limit_val_batches)`` is not 0).
     """
+    last = ModelCheckpoint(filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
     if not validation:
-        return ModelCheckpoint(save_last=True, save_on_train_epoch_end=True)
-    # Saved at the train epoch's end, after that epoch's validation: last.ckpt is rewritten every epoch even when
-    # check_val_every_n_epoch > 1, and the best one is judged on the newest evaluation.
-    return ModelCheckpoint(monitor="eval/return_mean", mode="max", filename="best-{step}", save_last=True, save_on_train_epoch_end=True)
+        return [last]
+    best = ModelCheckpoint(monitor="eval/return_mean", mode="max", filename="best-{step}", save_on_train_epoch_end=True)
+    return [best, last]
 
 
 def is_default_checkpoint(callback: Callback) -> bool:
@@ -43,7 +47,7 @@ def default_callbacks(module) -> list[Callback]:
     """What an :class:`~lightrl.algos.base.RLModule` adds to its Trainer (``configure_callbacks``).
 
     - Lightning's TQDM or Rich bar becomes its env-step version.
-    - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoint`'s (best by
+    - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoints`' two (the best by
       ``eval/return_mean``, and ``last.ckpt`` every epoch). A ``ModelCheckpoint`` configured by you is kept as it is.
     - :class:`SaveOnInterrupt`, unless the Trainer already has one.
     """
@@ -57,7 +61,7 @@ def default_callbacks(module) -> list[Callback]:
         callbacks.append(EnvStepRichProgressBar())
     checkpoints = [c for c in present if isinstance(c, ModelCheckpoint)]
     if len(checkpoints) == 1 and is_default_checkpoint(checkpoints[0]):
-        callbacks.append(default_checkpoint(validation=trainer.limit_val_batches != 0))
+        callbacks.extend(default_checkpoints(validation=trainer.limit_val_batches != 0))
     if not any(isinstance(c, SaveOnInterrupt) for c in present):
         callbacks.append(SaveOnInterrupt())
     return callbacks
