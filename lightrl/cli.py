@@ -230,6 +230,24 @@ def one_line(message: str) -> str:
     return wrapped.group(1) if wrapped else message
 
 
+def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
+    """Run ``lightrl fit|validate|test|predict`` with ``args`` (default: the command line); return the CLI object."""
+    return LightRLCLI(
+        RLModule,
+        subclass_mode_model=True,
+        args=args,
+        seed_everything_default=False,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "exit_on_error": False,
+            "prog": "lightrl",
+            "description": "Train and evaluate lightrl algorithms (`lightrl evaluate --help`: a checkpoint's mean return).",
+            **{name: {"exit_on_error": False, "description": text} for name, text in SUBCOMMAND_HELP.items()},
+        },
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``lightrl`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -237,20 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] == "evaluate":
             evaluate_main(args[1:])
             return
-        LightRLCLI(
-            RLModule,
-            subclass_mode_model=True,
-            args=None if argv is None else args,
-            seed_everything_default=False,
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={
-                "exit_on_error": False,
-                "prog": "lightrl",
-                "description": "Train and evaluate lightrl algorithms (`lightrl evaluate --help`: a checkpoint's mean return).",
-                **{name: {"exit_on_error": False, "description": text} for name, text in SUBCOMMAND_HELP.items()},
-            },
-        )
+        run_cli(None if argv is None else args)
     except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)

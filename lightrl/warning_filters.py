@@ -8,6 +8,8 @@ Each filter matches one exact message from one source, so that every other warni
   :func:`lightrl.callbacks.default_callbacks`). The notice still shows for any other callback.
 - Lightning's remark that an ``IterableDataset`` with ``__len__`` may be inaccurate with several
   workers: lightrl's experience loader has none (``num_workers=0``), and its length is the epoch's.
+- Lightning's remark that an epoch has fewer batches than ``log_every_n_steps``: it counts the logging
+  interval over the whole run, so lightrl's short epochs still log every ``log_every_n_steps`` steps.
 - The ``FutureWarning`` that torch 2.13 raises inside Lightning 2.6's own ``_pytree`` helper.
 - Lightning's two notes that lightrl's ``training_step(self, dataloader_iter)`` is experimental; lightrl
   takes it on purpose (see :meth:`lightrl.algos.base.RLModule.next_batch`).
@@ -56,6 +58,10 @@ def install() -> None:
     warnings.filterwarnings(
         "ignore", message=re.escape("Your `IterableDataset` has `__len__` defined."), category=UserWarning,
         module=r"lightning\.pytorch\.utilities\.data",
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval", category=UserWarning,
+        module=r"lightning\.pytorch\.loops\.fit_loop",
     )
     warnings.filterwarnings(
         "ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), category=FutureWarning,

@@ -361,7 +361,7 @@ class RLModule(Resumable, L.LightningModule):
         """Play one deterministic episode into ``<run>/videos/eval-step<N>-episode-0.mp4``, log it to W&B; return its path."""
         folder = os.path.join(os.path.dirname(self.checkpoint_dir()), "videos")
         prefix = f"eval-step{self.env_steps}"
-        record = partial(gym.wrappers.RecordVideo, video_folder=folder, name_prefix=prefix, episode_trigger=lambda _: True, disable_logger=True)
+        record = partial(gym.wrappers.RecordVideo, video_folder=folder, name_prefix=prefix, episode_trigger=lambda episode: episode == 0, disable_logger=True)
         with isolated_rng():
             play_episodes(self, 1, seed=self.hparams.seed + EVAL_SEED_OFFSET - 1, env_kwargs={"render_mode": "rgb_array"}, wrappers=[record])
         path = os.path.join(folder, f"{prefix}-episode-0.mp4")
