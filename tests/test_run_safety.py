@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -107,6 +108,45 @@ def test_sigint_saves_last_checkpoint_and_the_run_resumes_to_its_budget(tmp_path
     assert f"Restored all states from the checkpoint at {last}" in resumed.stderr
     final = torch.load(metrics.parent.parent / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["lightrl"]["env_steps"] == budget
+
+
+@pytest.mark.timeout(300)
+def test_a_sigkill_loses_at_most_one_epoch_and_the_run_resumes_to_its_budget(tmp_path):
+    # 8 rollouts of 4 x 32 env steps per epoch; last.ckpt is rewritten at the end of each one.
+    budget = 40 * 1024
+    args = [sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", "--model.total_timesteps", str(budget),
+            "--model.num_steps", "32", "--model.timesteps_per_epoch", "1024", "--model.eval_episodes", "2",
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path, text=True)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not (last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1):  # written atomically: never half a file
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    proc.communicate(timeout=60)
+    saved = torch.load(last, weights_only=True)["lightrl"]["env_steps"]
+    assert saved % 1024 == 0 and 2048 <= saved < budget  # the end of the second (or a later) epoch
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Restored all states from the checkpoint at {last}" in resumed.stderr
+    assert torch.load(last, weights_only=True)["lightrl"]["env_steps"] == budget
+
+
+@pytest.mark.timeout(300)
+def test_make_run_shows_the_run_not_the_dependencies_noise(tmp_path):
+    # `make run` with a short budget: W&B offline (the default logger), the Rich bar, the model summary.
+    config = Path(__file__).parents[1] / "experiments" / "ppo_cartpole.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--config", str(config), "--model.total_timesteps", "1024"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    screen = proc.stdout + proc.stderr
+    assert "env steps" in screen and "GPU available" in screen  # the run, and Lightning's own notices
+    for noise in ("💡 Tip", "will override existing callbacks", "deprecated", "DeprecationWarning", "`dataloader_iter`",
+                  "has `__len__` defined", "smaller than the logging interval", "git root"):  # fmt: skip
+        assert noise not in screen, noise
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
