@@ -136,7 +136,7 @@ class RLModule(Resumable, L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
-        timesteps_per_epoch: int = 10_000,
+        timesteps_per_epoch: int = 20_000,
         eval_episodes: int = 10,
         test_episodes: int = 100,
         capture_video: bool = False,

@@ -44,6 +44,7 @@ class ExperienceLoader(DataLoader):
     """
 
     def state_dict(self) -> dict[str, Any]:
+        """Empty: the module's checkpoint section holds the stream's position."""
         return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
