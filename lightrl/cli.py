@@ -86,11 +86,13 @@ class LightRLCLI(LightningCLI):
             if subcommand in ("validate", "test", "predict"):
                 raise UsageError(f"`lightrl {subcommand}` needs a trained policy: pass --ckpt_path PATH (or --ckpt_path last).")
             return
-        path = resolve_ckpt_path(config.ckpt_path, checkpoint_roots(config.trainer))
+        roots = checkpoint_roots(config.trainer, default_logger_dir=subcommand != "fit")
+        path = resolve_ckpt_path(config.ckpt_path, roots)
         config.ckpt_path = path
         if path is None:
             if subcommand != "fit":
-                raise UsageError(f"--ckpt_path last: no last checkpoint under {', '.join(map(str, checkpoint_roots(config.trainer)))}.")
+                folders = ", ".join(sorted({repr(str(root)) for root in roots}))
+                raise UsageError(f"--ckpt_path last: no last.ckpt in a checkpoints/ folder under {folders}.")
             print("lightrl: --ckpt_path last: no last checkpoint found yet; starting a new run.", file=sys.stderr)
             return
         checkpoint = self.resume_checkpoint = read_checkpoint(path)
@@ -163,9 +165,15 @@ def class_path_of(import_path: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def checkpoint_roots(trainer_config) -> list[Path]:
-    """Folders under which a run's checkpoints are written: the loggers' save dirs and ``default_root_dir``."""
+def checkpoint_roots(trainer_config, default_logger_dir: bool = False) -> list[Path]:
+    """Folders under which a run's checkpoints are written: the loggers' save dirs and ``default_root_dir``.
+
+    With ``default_logger_dir``, also the default logger's ``runs/``, so that ``lightrl validate
+    --trainer.logger false`` finds what a plain ``lightrl fit`` wrote (a resumed fit looks only where it logs).
+    """
     roots = [Path(trainer_config.get("default_root_dir") or ".")]
+    if default_logger_dir:
+        roots.append(Path(DEFAULT_LOGGER["init_args"]["save_dir"]))
     loggers = trainer_config.get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
@@ -214,9 +222,9 @@ def evaluate_main(argv: Sequence[str]) -> None:
     given = args.ckpt_path or args.checkpoint
     if not given:
         raise UsageError("`lightrl evaluate` needs a checkpoint: pass --ckpt_path PATH (or --ckpt_path last).")
-    path = resolve_ckpt_path(given, [Path("."), Path("runs")])
+    path = resolve_ckpt_path(given, [Path("."), Path(DEFAULT_LOGGER["init_args"]["save_dir"])])
     if path is None:
-        raise UsageError("--ckpt_path last: no last checkpoint under . or runs.")
+        raise UsageError("--ckpt_path last: no last.ckpt in a checkpoints/ folder under '.' or 'runs'.")
     read_checkpoint(path)
     module = load_module(path)
     mean, std = evaluate(module, num_episodes=args.num_episodes, seed=args.seed, deterministic=not args.stochastic)

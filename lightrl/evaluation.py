@@ -39,19 +39,9 @@ def evaluate(
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def episode_returns(
-    module,
-    num_episodes: int = 10,
-    seed: int = 0,
-    deterministic: bool = True,
-    max_envs: int = 16,
-    env_kwargs: dict[str, Any] | None = None,
-    wrappers: Sequence[EnvWrapper] = (),
-) -> list[float]:
-    """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them.
-
-    ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
-    """
+def episode_returns(module, num_episodes: int = 10, seed: int = 0, deterministic: bool = True, max_envs: int = 16,
+                    env_kwargs: dict[str, Any] | None = None, wrappers: Sequence[EnvWrapper] = ()) -> list[float]:  # fmt: skip
+    """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them (:func:`play_episodes` without the lengths)."""
     returns, _lengths = play_episodes(module, num_episodes, seed, deterministic, max_envs, env_kwargs, wrappers)
     return returns
 
@@ -65,7 +55,10 @@ def play_episodes(
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[EnvWrapper] = (),
 ) -> tuple[list[float], list[int]]:
-    """The returns and lengths of ``num_episodes`` episodes, as :func:`episode_returns` plays them."""
+    """The returns and lengths of ``num_episodes`` episodes, as :func:`evaluate` plays them.
+
+    ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
+    """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
     num_envs = min(num_episodes, max_envs)
