@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import lightrl
-from lightrl.algos.base import EVAL_SEED_OFFSET, TEST_SEED_OFFSET
+from lightrl.algos.evaluation_steps import EVAL_SEED_OFFSET, TEST_SEED_OFFSET
 from lightrl.cli import main, one_line, run_cli
 from lightrl.evaluation import episode_returns
 

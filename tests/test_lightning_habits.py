@@ -82,7 +82,7 @@ def test_validation_logs_eval_metrics_at_each_epoch_and_modelcheckpoint_keeps_th
     assert checkpoint.best_model_path.endswith(f"best-step={best_step}.ckpt")  # "step" is the env step
     assert checkpoint.best_model_score.item() == pytest.approx(best_return)
     best = lightrl.PPO.load_from_checkpoint(checkpoint.best_model_path)
-    returns = episode_returns(best, 3, seed=PPO_RUN["seed"] + lightrl.algos.base.EVAL_SEED_OFFSET)
+    returns = episode_returns(best, 3, seed=PPO_RUN["seed"] + lightrl.algos.evaluation_steps.EVAL_SEED_OFFSET)
     assert float(np.mean(returns)) == pytest.approx(best_return)
 
 
@@ -150,13 +150,13 @@ def test_validate_test_and_predict_entry_points(tmp_path):
     last = tmp_path / "checkpoints" / "last.ckpt"
     (validated,) = trainer(tmp_path).validate(model)
     assert set(validated) == {"eval/return_mean", "eval/return_std", "eval/episode_length", "eval/episodes", "step"}
-    expected = episode_returns(model, 3, seed=PPO_RUN["seed"] + lightrl.algos.base.EVAL_SEED_OFFSET)
+    expected = episode_returns(model, 3, seed=PPO_RUN["seed"] + lightrl.algos.evaluation_steps.EVAL_SEED_OFFSET)
     assert validated["eval/return_mean"] == pytest.approx(np.mean(expected)) and validated["eval/episodes"] == 3
     (from_checkpoint,) = trainer(tmp_path).validate(lightrl.PPO(**PPO_RUN), ckpt_path=last)
     assert from_checkpoint == validated
     (tested,) = trainer(tmp_path).test(model)
     assert tested["test/episodes"] == 5
-    expected = episode_returns(model, 5, seed=PPO_RUN["seed"] + lightrl.algos.base.TEST_SEED_OFFSET)
+    expected = episode_returns(model, 5, seed=PPO_RUN["seed"] + lightrl.algos.evaluation_steps.TEST_SEED_OFFSET)
     assert tested["test/return_mean"] == pytest.approx(np.mean(expected))
     obs = torch.randn(10, 4)
     predictions = trainer(tmp_path).predict(model, DataLoader(TensorDataset(obs), batch_size=4))

@@ -3,46 +3,36 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Iterator, Sequence
 
-import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.algos.resume import Resumable, isolated_rng
-from lightrl.algos.schedulers import keep_scheduler_monitors
+from lightrl.algos.evaluation_steps import EvaluationSteps
+from lightrl.algos.resume import Resumable
+from lightrl.algos.schedulers import ManualSchedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.data.async_collector import COLLECTORS, AsyncCollector, CloseAsyncCollector
 from lightrl.data.collector import Collector, NonFiniteError
-from lightrl.data.datasets import evaluation_loader, experience_loader, own_generator
+from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, make_vec_env
-from lightrl.evaluation import play_episodes
 from lightrl.optim import clip_grad_norm_
 from lightrl.timing import IterationTimer
-
-
-#: Seeds of the evaluation envs, apart from the training envs' ``seed + rank * num_envs + i``.
-EVAL_SEED_OFFSET = 10_000
-TEST_SEED_OFFSET = 20_000
 
 
 def require(condition: bool, message: str) -> None:
@@ -58,7 +48,7 @@ class OptimizerIteration:
     skipped: bool = False
 
 
-class RLModule(Resumable, L.LightningModule):
+class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -121,13 +111,6 @@ class RLModule(Resumable, L.LightningModule):
     supports_async_collector: bool = False
     acting_networks: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
-        own = cls.__dict__.get("configure_optimizers")
-        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
-            cls.configure_optimizers = keep_scheduler_monitors(own)
-
     def __init__(
         self,
         env_id: str = "CartPole-v1",
@@ -176,7 +159,7 @@ class RLModule(Resumable, L.LightningModule):
         self._resume_states: list[dict[str, Any]] | None = None
         self._local_checkpoint = False
         self._final_rank_state: dict[str, Any] | None = None
-        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # see lightrl.algos.schedulers
+        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (ManualSchedulers)
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
 
     # ----------------------------------------------------------------- spaces and envs
@@ -291,85 +274,6 @@ class RLModule(Resumable, L.LightningModule):
         """Actions for a batch of observations; ``deterministic`` selects the policy's greedy action."""
         raise NotImplementedError
 
-    def forward(self, obs: Tensor) -> Tensor:
-        """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
-        return self.act(obs, deterministic=True)
-
-    # ----------------------------------------------------------------- evaluation: Lightning's validate, test, predict
-    def val_dataloader(self) -> DataLoader:
-        return evaluation_loader()
-
-    def test_dataloader(self) -> DataLoader:
-        return evaluation_loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        """The first observations of ``eval_episodes`` fresh episodes; pass your own observations to ``trainer.predict`` instead."""
-        envs = make_vec_env(self.hparams.env_id, self.hparams.eval_episodes, seed=self.hparams.seed + TEST_SEED_OFFSET,
-                            env_kwargs=self.hparams.env_kwargs)  # fmt: skip
-        try:
-            collector = Collector(envs, torch.device("cpu"))
-            collector.reset()
-            obs = collector.obs
-        finally:
-            envs.close()
-        return DataLoader([obs], batch_size=None, num_workers=0, generator=own_generator())
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``."""
-        self.evaluation_step("eval", self.hparams.eval_episodes, self.hparams.seed + EVAL_SEED_OFFSET)
-        if self.hparams.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
-            self.record_video()
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
-        self.evaluation_step("test", self.hparams.test_episodes, self.hparams.seed + TEST_SEED_OFFSET)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
-        obs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(obs)
-
-    def evaluation_step(self, prefix: str, num_episodes: int, seed: int) -> None:
-        """Play ``num_episodes`` deterministic episodes split over the ranks, and log their statistics under ``prefix/``.
-
-        Rank ``r`` plays its share on envs seeded from ``seed + 1000 * r``. The results of all ranks are
-        gathered, so every rank logs the same values. The global RNGs are left as they were, so that
-        evaluating never changes training.
-        """
-        rank, world = self.global_rank, self.world_size
-        mine = num_episodes // world + int(rank < num_episodes % world)
-        slots = -(-num_episodes // world)  # all_gather needs the same shape on every rank: pad with NaN
-        results = torch.full((slots, 2), math.nan, dtype=torch.float64, device=self.device)
-        if mine:
-            with isolated_rng():
-                returns, lengths = play_episodes(self, mine, seed=seed + 1000 * rank)
-            results[:mine] = torch.tensor([returns, lengths], dtype=torch.float64).T
-        gathered = self.all_gather(results).reshape(-1, 2)
-        gathered = gathered[~gathered[:, 0].isnan()]
-        returns, lengths = gathered[:, 0], gathered[:, 1]
-        metrics = {
-            f"{prefix}/return_mean": returns.mean(),
-            f"{prefix}/return_std": returns.std(unbiased=False),
-            f"{prefix}/episode_length": lengths.mean(),
-            f"{prefix}/episodes": torch.tensor(float(len(returns)), dtype=torch.float64, device=self.device),
-            "step": torch.tensor(float(self.env_steps), dtype=torch.float64, device=self.device),  # x-axis: env steps
-        }
-        # The values are already equal on all ranks; sync_dist keeps Lightning's epoch-level checks satisfied.
-        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
-
-    def record_video(self) -> str:
-        """Play one deterministic episode into ``<run>/videos/eval-step<N>-episode-0.mp4``, log it to W&B; return its path."""
-        folder = os.path.join(os.path.dirname(self.checkpoint_dir()), "videos")
-        prefix = f"eval-step{self.env_steps}"
-        record = partial(gym.wrappers.RecordVideo, video_folder=folder, name_prefix=prefix, episode_trigger=lambda episode: episode == 0, disable_logger=True)
-        with isolated_rng():
-            play_episodes(self, 1, seed=self.hparams.seed + EVAL_SEED_OFFSET - 1, env_kwargs={"render_mode": "rgb_array"}, wrappers=[record])
-        path = os.path.join(folder, f"{prefix}-episode-0.mp4")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_video("eval/video", [path], step=self.env_steps)
-        return path
-
     @property
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """The Trainer's AMP grad scaler (``16-mixed``), or None."""
@@ -458,37 +362,6 @@ class RLModule(Resumable, L.LightningModule):
         self.step_lr_schedulers("epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
-
-    def step_lr_schedulers(self, interval: str) -> None:
-        """Step the LR schedulers configured with this ``interval``, as Lightning does under automatic optimization.
-
-        lightrl's algorithms optimize manually, and Lightning then steps no scheduler itself. The
-        algorithms call this with ``"step"`` at the end of each ``training_step``; the module does so
-        with ``"epoch"`` at each epoch's end, after validation. A ``ReduceLROnPlateau`` steps on its
-        ``monitor`` (e.g. ``eval/return_mean``), and each scheduler honours its ``frequency``.
-        """
-        trainer = self.trainer
-        count = trainer.fit_loop.total_batch_idx if interval == "step" else trainer.current_epoch
-        for config in trainer.lr_scheduler_configs:
-            if config.interval != interval or (count + 1) % config.frequency:
-                continue
-            value = None
-            monitor, strict = self.scheduler_monitors.get(config.scheduler, (None, True))
-            if monitor is not None:
-                value = trainer.callback_metrics.get(monitor)
-                if value is None:
-                    if strict:
-                        raise MisconfigurationException(
-                            f"The LR scheduler monitors {monitor!r}, which was not logged; logged metrics: "
-                            f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
-                        )
-                    continue
-            elif isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                raise MisconfigurationException(
-                    'ReduceLROnPlateau needs a metric: return {"optimizer": ..., "lr_scheduler": {"scheduler": ..., '
-                    '"monitor": "eval/return_mean"}} from configure_optimizers.'
-                )
-            self.lr_scheduler_step(config.scheduler, value)
 
     @property
     def sps(self) -> float:
