@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -225,3 +225,29 @@ def test_lightrl_hides_only_its_own_override_notice(tmp_path, caplog):
         trainer(tmp_path, enable_progress_bar=True).fit(lightrl.PPO(**{**PPO_RUN, "total_timesteps": 128}))
     assert "GPU available" in caplog.text  # Lightning's other notices still show
     assert "Tip" not in caplog.text and "will override existing callbacks" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [dict(fast_dev_run=True), dict(max_time={"seconds": 60}), dict(max_steps=16), dict(profiler="simple"),
+     dict(logger=True, callbacks=[LearningRateMonitor()])],  # fmt: skip
+    ids=["fast_dev_run", "max_time", "max_steps", "profiler", "lr_monitor"],
+)
+def test_flags_that_worked_before_epochs_still_work(tmp_path, flags):
+    model = lightrl.PPO(**PPO_RUN)
+    fit_trainer = trainer(tmp_path, **flags)
+    fit_trainer.fit(model)
+    if "fast_dev_run" in flags:
+        assert model.env_steps == 128  # one rollout, and one validation batch
+    elif "max_steps" in flags:
+        assert fit_trainer.global_step == 16 and model.env_steps == 128  # one rollout: 4 epochs x 4 minibatches
+    else:
+        assert model.env_steps == 4096
+    if "max_steps" not in flags and "fast_dev_run" not in flags:
+        fit_trainer.fit(model)  # fit again: the budget is spent, so it stops at once
+        assert model.env_steps == 4096
+
+
+def test_training_flags_do_not_stop_validation(tmp_path):
+    (results,) = trainer(tmp_path, gradient_clip_val=0.5).validate(lightrl.PPO(**PPO_RUN))
+    assert results["eval/episodes"] == 3

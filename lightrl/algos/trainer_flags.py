@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 
@@ -19,7 +20,7 @@ def batch_setting(module: Any) -> str:
 
 
 def check_trainer_flags(trainer: Any, module: Any) -> None:
-    """Raise :class:`UnsupportedTrainerFlag` for a Trainer flag that cannot apply to ``module``.
+    """Raise :class:`UnsupportedTrainerFlag` for a Trainer flag that cannot apply to ``module`` (when fitting).
 
     lightrl's algorithms optimize manually (several optimizer steps per batch), are fed by an endless
     stream of fresh experience, and end at ``total_timesteps``, so:
@@ -30,6 +31,8 @@ def check_trainer_flags(trainer: Any, module: Any) -> None:
     - ``min_epochs`` / ``min_steps``: the run ends at ``total_timesteps``; raise that instead.
     - ``overfit_batches``: there is no fixed set of batches to overfit; use a small ``total_timesteps``.
     """
+    if trainer.state.fn != TrainerFn.FITTING:  # validate, test and predict neither optimize nor collect
+        return
     name = type(module).__name__
     clip = "max_grad_norm" if "max_grad_norm" in module.hparams else "a clip in your training_step (torch.nn.utils.clip_grad_norm_)"
     problems = []
