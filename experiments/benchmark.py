@@ -180,8 +180,9 @@ def run_lightrl(row: dict, timesteps: int, seed: int, variant: str = "") -> dict
     if variant == "notiming":
         model.timer.enabled = False
     recorder = episode_recorder()
+    # No validation during the run (SB3 evaluates nothing either): the return is measured once, after it.
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        max_epochs=-1, callbacks=[recorder])
+                        max_epochs=-1, callbacks=[recorder], limit_val_batches=0, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(model)
     seconds = time.perf_counter() - start
@@ -300,7 +301,8 @@ def gpu_worker(precision: str, compiled: bool, timesteps: int) -> None:
     model = lightrl_model(ROWS["ppo_atari"], timesteps, seed=1, compile=compiled)
     recorder = episode_recorder()
     trainer = L.Trainer(accelerator="cuda", devices=1, precision=precision, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, max_epochs=-1, callbacks=[recorder])
+                        enable_progress_bar=False, enable_model_summary=False, max_epochs=-1, callbacks=[recorder],
+                        limit_val_batches=0, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(model)
     seconds = time.perf_counter() - start

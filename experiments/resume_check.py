@@ -37,16 +37,31 @@ class StopAt(Callback):
             trainer.should_stop = True
 
 
+class StopAtEpochEnd(Callback):
+    """Save a checkpoint and stop at the end of epoch ``epoch``, where Lightning's ModelCheckpoint saves."""
+
+    def __init__(self, epoch: int, path: Path):
+        self.epoch, self.path = epoch, path
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
 def trainer(*callbacks: Callback) -> L.Trainer:
     return L.Trainer(deterministic=True, max_epochs=-1, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))  # fmt: skip
 
 
-def run_resume_check(make_model: Callable[[], L.LightningModule], stop_at: int, path: Path):
-    """Train (a), (b) and (c) as described above; return the three modules."""
+def run_resume_check(make_model: Callable[[], L.LightningModule], stop_at: int | Callback, path: Path):
+    """Train (a), (b) and (c) as described above; return the three modules.
+
+    ``stop_at``: the env step at which (b) stops, or a callback that stops it (e.g. :class:`StopAtEpochEnd`).
+    """
     a, b, c = make_model(), make_model(), make_model()
     trainer().fit(a)
-    trainer(StopAt(stop_at, path)).fit(b)
+    trainer(StopAt(stop_at, path) if isinstance(stop_at, int) else stop_at).fit(b)
     trainer().fit(c, ckpt_path=path)
     return a, b, c
 

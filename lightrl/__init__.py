@@ -1,9 +1,8 @@
 """lightrl: reinforcement learning as PyTorch Lightning modules, fed by vectorized gymnasium envs."""
 
-import warnings
+from lightrl import warning_filters
 
-# lightrl's algorithms take `training_step(self, dataloader_iter)` on purpose (see RLModule.next_batch).
-warnings.filterwarnings("ignore", message=r".*`dataloader_iter`.*")
+warning_filters.install()
 
 from lightrl.algos import A2C, DQN, PPO, SAC, TD3, RLModule
 from lightrl.deploy import export

@@ -39,7 +39,14 @@ def evaluate(
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def episode_returns(
+def episode_returns(module, num_episodes: int = 10, seed: int = 0, deterministic: bool = True, max_envs: int = 16,
+                    env_kwargs: dict[str, Any] | None = None, wrappers: Sequence[EnvWrapper] = ()) -> list[float]:  # fmt: skip
+    """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them (:func:`play_episodes` without the lengths)."""
+    returns, _lengths = play_episodes(module, num_episodes, seed, deterministic, max_envs, env_kwargs, wrappers)
+    return returns
+
+
+def play_episodes(
     module,
     num_episodes: int = 10,
     seed: int = 0,
@@ -47,8 +54,8 @@ def episode_returns(
     max_envs: int = 16,
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[EnvWrapper] = (),
-) -> list[float]:
-    """The returns of ``num_episodes`` episodes, as :func:`evaluate` runs them.
+) -> tuple[list[float], list[int]]:
+    """The returns and lengths of ``num_episodes`` episodes, as :func:`evaluate` plays them.
 
     ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
     The module acts through its :class:`~lightrl.policies.Policy` (``module.policy``).
@@ -62,6 +69,7 @@ def episode_returns(
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
+    lengths: list[int] = []
     policy = module.policy
     act = policy.act if deterministic else policy.explore
     was_training = policy.training
@@ -71,11 +79,12 @@ def episode_returns(
             collector.reset()
             while (counts < targets).any():
                 step = collector.step(act(collector.obs))
-                for i, ret, _length in step.episodes:
+                for i, ret, length in step.episodes:
                     if counts[i] < targets[i]:
                         returns.append(ret)
+                        lengths.append(length)
                         counts[i] += 1
     finally:
         policy.train(was_training)
         envs.close()
-    return returns
+    return returns, lengths

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -28,3 +29,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
+
+
+@contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Leave the global torch, numpy and python RNGs as they were, so that evaluation never changes training."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)

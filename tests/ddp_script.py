@@ -32,6 +32,7 @@ class RecordRank(L.Callback):
     def __init__(self):
         self.first_obs = None
         self.train_batches = 0
+        self.validations: list[tuple[float, float]] = []  # (eval/return_mean, eval/episodes) after each validation
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if os.environ.get("LIGHTRL_TEST_FAIL_RANK") == str(trainer.global_rank):
@@ -41,6 +42,11 @@ class RecordRank(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.first_obs is None:
             self.first_obs = pl_module.collector.obs.tolist()
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self.validations.append((metrics["eval/return_mean"].item(), metrics["eval/episodes"].item()))
 
     def on_train_end(self, trainer, pl_module):
         self.episodes = len(pl_module.collector.recent_returns)
@@ -75,6 +81,8 @@ def main() -> None:
         "first_obs": record.first_obs,
         "episodes": record.episodes,
         "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
+        "epochs": trainer.current_epoch,
+        "validations": record.validations,
     }
     if evaluate:
         facts["eval_return"], _ = lightrl.evaluate(model, num_episodes=10)

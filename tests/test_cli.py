@@ -1,16 +1,23 @@
-"""The `lightrl` command: every experiment config runs, usage errors are one line, checkpoints evaluate."""
+"""The `lightrl` command: every experiment config runs, usage errors are one line, checkpoints validate, test and predict."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from lightrl.cli import main, one_line
+import lightrl
+from lightrl.algos.evaluation_steps import EVAL_SEED_OFFSET, TEST_SEED_OFFSET
+from lightrl.cli import main, one_line, run_cli
+from lightrl.evaluation import episode_returns
 
 # Training configs; sweep_*.yaml are W&B sweep configs, checked in tests/test_docs.py.
 EXPERIMENTS = sorted(p for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml") if not p.name.startswith("sweep_"))
@@ -71,22 +78,57 @@ def test_one_line_unwraps_jsonargparse_union_report():
 
 
 @pytest.mark.timeout(300)
-def test_fit_then_evaluate_checkpoint(tmp_path, monkeypatch, capsys):
+def test_fit_then_validate_test_predict_and_evaluate_the_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main(["fit", "--model", "PPO", "--model.total_timesteps", "1024", "--trainer.logger", "CSVLogger",
-          "--trainer.logger.save_dir", "logs", "--trainer.default_root_dir", "logs", *QUIET])
+    main(["fit", "--model", "PPO", "--model.total_timesteps", "1024", "--model.test_episodes", "4", "--trainer.logger", "CSVLogger",
+          "--trainer.logger.save_dir", "logs", "--trainer.default_root_dir", "logs", *QUIET])  # fmt: skip
     checkpoints = sorted(tmp_path.glob("logs/**/*.ckpt"))
-    assert [c.name for c in checkpoints] == ["epoch=0-step=1024.ckpt", "last.ckpt"]  # the end of the run, and last to resume from
-    metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()
-    step = metrics[0].split(",").index("step")  # env steps are the x-axis
-    assert [row.split(",")[step] for row in metrics[1:]] == ["512", "1024"]
+    assert [c.name for c in checkpoints] == ["best-step=1024.ckpt", "last.ckpt"]  # the best evaluation, and last to resume from
+    rows = list(csv.DictReader(next(tmp_path.glob("logs/**/metrics.csv")).open()))
+    assert [(row["step"], bool(row["eval/return_mean"])) for row in rows] == [("512", False), ("1024", False), ("1024", True)]
+    last = str(checkpoints[1])
+    policy = lightrl.load_module(last)
+    eval_return = np.mean(episode_returns(policy, 10, seed=policy.hparams.seed + EVAL_SEED_OFFSET))
+    test_return = np.mean(episode_returns(policy, 4, seed=policy.hparams.seed + TEST_SEED_OFFSET))
+    for subcommand, metric, expected in [("validate", "eval/return_mean", eval_return), ("test", "test/return_mean", test_return)]:
+        cli = run_cli([subcommand, "--model", "PPO", "--ckpt_path", "last", "--trainer.logger", "false", *QUIET])
+        assert cli.trainer.callback_metrics[metric].item() == pytest.approx(expected)
     capsys.readouterr()
-    main(["evaluate", str(checkpoints[0]), "--num_episodes", "3"])
+    main(["predict", "--model", "PPO", "--ckpt_path", last, "--trainer.logger", "false", *QUIET])
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "PPO on CartPole-v1: deterministic actions for 10 observations:" and len(json.loads(out[-1])) == 10
+    main(["evaluate", "--ckpt_path", "last", "--num_episodes", "3"])
     out = capsys.readouterr().out
     assert out.startswith("PPO on CartPole-v1: return ") and "over 3 episodes" in out
+    main(["evaluate", last, "--num_episodes", "3"])  # the checkpoint may also be given positionally
+    assert capsys.readouterr().out == out
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path / "missing.ckpt")])
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_help_lists_the_subcommands_and_each_needs_a_checkpoint_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listed = re.search(r"\{(.*?)\}", capsys.readouterr().out).group(1)
+    assert listed.split(",") == ["fit", "validate", "test", "predict"]  # each run in the test above
+    for subcommand in ("validate", "test", "predict"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([subcommand, "--model", "PPO", "--trainer.logger", "false"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"lightrl: error: `lightrl {subcommand}` needs a trained policy: pass --ckpt_path PATH (or --ckpt_path last). (see `lightrl --help`)"
+
+
+def test_a_trainer_flag_that_cannot_apply_is_one_line_naming_the_setting(capsys):
+    for flags, expected in [(["--trainer.gradient_clip_val", "0.5"], "set its max_grad_norm instead"),
+                            (["--trainer.accumulate_grad_batches", "4"], "make the batch larger with num_envs * num_steps")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--model", "PPO", "--trainer.logger", "false", *flags])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("lightrl: error: Trainer(") and expected in err
 
 
 def test_unavailable_accelerator_is_one_line(capsys):

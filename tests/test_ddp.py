@@ -46,6 +46,18 @@ def test_ppo_ddp_two_processes(tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_ddp_epochs_end_together_and_validation_splits_episodes_with_one_result(tmp_path):
+    # An epoch of 512 env steps is 2 rollouts of 2 ranks x 2 envs x 64 steps; 4 epochs, each ending with a validation.
+    ranks = run_ddp(tmp_path, "PPO", env_id="CartPole-v1", num_envs=2, num_steps=64, total_timesteps=2048,
+                    timesteps_per_epoch=512, eval_episodes=5, seed=1)  # fmt: skip
+    assert_data_parallel(ranks, 2048)
+    a, b = ranks
+    assert a["epochs"] == b["epochs"] == 4 and len(a["validations"]) == 4
+    # 5 episodes, 3 on rank 0 and 2 on rank 1, gathered: both ranks report the same mean over all 5.
+    assert a["validations"] == b["validations"] and all(episodes == 5 for _, episodes in a["validations"])
+
+
+@pytest.mark.timeout(300)
 def test_uneven_episode_ends_across_ranks_do_not_hang(tmp_path):
     # A2C's 5-step rollouts end mid-episode; with their own seeds the ranks finish different numbers of
     # episodes, at different steps. Batches are counted in global env steps, so both ranks still agree.

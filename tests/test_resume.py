@@ -8,12 +8,17 @@ import pytest
 import torch
 
 import lightrl
-from experiments.resume_check import max_abs_diff, run_resume_check
+from experiments.resume_check import StopAtEpochEnd, max_abs_diff, run_resume_check
 from lightrl.cli import main
 
-PPO_RUN = dict(env_id="CartPole-v1", seed=3, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16])
+PPO_RUN = dict(env_id="CartPole-v1", seed=3, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16],
+               timesteps_per_epoch=512, eval_episodes=2)  # fmt: skip
 DQN_RUN = dict(env_id="CartPole-v1", seed=3, total_timesteps=1200, learning_starts=300, train_frequency=50, gradient_steps=10,
-               buffer_size=2000, batch_size=16, target_network_frequency=100, hidden_sizes=[16])  # fmt: skip
+               buffer_size=2000, batch_size=16, target_network_frequency=100, hidden_sizes=[16], timesteps_per_epoch=200,
+               eval_episodes=2)  # fmt: skip
+# 8 update phases of one env step per training step; 12 training steps (96 env steps) per epoch after the warm-up.
+SAC_RUN = dict(env_id="Pendulum-v1", seed=3, total_timesteps=500, learning_starts=100, batch_size=16, hidden_sizes=[16], num_envs=1,
+               buffer_size=1000, save_replay_buffer=True, timesteps_per_epoch=100, eval_episodes=1)  # fmt: skip
 
 
 def fit(model, ckpt_path=None, **trainer_kwargs) -> L.Trainer:
@@ -24,14 +29,23 @@ def fit(model, ckpt_path=None, **trainer_kwargs) -> L.Trainer:
 
 
 @pytest.mark.parametrize(
-    "algo, kwargs, stop_at",
-    [(lightrl.PPO, PPO_RUN, 1024), (lightrl.DQN, {**DQN_RUN, "save_replay_buffer": True}, 600)],
-    ids=["ppo", "dqn-with-replay-buffer"],
+    "algo, kwargs, stop_at, stopped_at",
+    [
+        (lightrl.PPO, PPO_RUN, 640, 640),  # mid-epoch: the 5th of 4 rollouts per epoch
+        (lightrl.PPO, PPO_RUN, StopAtEpochEnd(1, None), 1024),  # at the end of the second epoch
+        (lightrl.DQN, {**DQN_RUN, "save_replay_buffer": True}, 650, 650),
+        (lightrl.DQN, {**DQN_RUN, "save_replay_buffer": True}, StopAtEpochEnd(1, None), 700),  # warm-up + 2 x 200
+        (lightrl.SAC, SAC_RUN, 233, 236),  # the training step of 8 phases that passes 233
+        (lightrl.SAC, SAC_RUN, StopAtEpochEnd(1, None), 292),  # warm-up + 2 x 96
+    ],
+    ids=["ppo-mid-epoch", "ppo-epoch-end", "dqn-mid-epoch", "dqn-epoch-end", "sac-mid-epoch", "sac-epoch-end"],
 )
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, algo, kwargs, stop_at):
-    # (a) straight to the budget, (b) stopped at stop_at and checkpointed, (c) resumed from (b): (a) == (c) exactly.
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, algo, kwargs, stop_at, stopped_at):
+    # (a) straight to the budget, (b) stopped and checkpointed, (c) resumed from (b): (a) == (c) exactly.
+    if isinstance(stop_at, StopAtEpochEnd):
+        stop_at.path = tmp_path / "b.ckpt"
     a, b, c = run_resume_check(lambda: algo(**kwargs), stop_at, tmp_path / "b.ckpt")
-    assert b.env_steps == stop_at and a.env_steps == c.env_steps == kwargs["total_timesteps"]
+    assert b.env_steps == stopped_at and a.env_steps == c.env_steps == kwargs["total_timesteps"]
     assert max_abs_diff(a, b) > 0  # (b) really stopped early, so the comparison below is not vacuous
     assert max_abs_diff(a, c) == 0.0
 

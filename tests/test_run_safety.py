@@ -1,4 +1,4 @@
-"""Runs that survive: interrupts, evaluation checkpoints, videos, NaN guards and env checks."""
+"""Runs that survive: interrupts, videos, NaN guards and env checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -19,7 +20,7 @@ from gymnasium import spaces
 from lightning.pytorch.callbacks import RichProgressBar
 
 import lightrl
-from lightrl.callbacks import EnvStepRichProgressBar, EvalCheckpoint
+from lightrl.callbacks import EnvStepRichProgressBar
 from lightrl.errors import NonFiniteError
 
 BAD_REWARD_ID = "LightrlTest/BadReward-v0"
@@ -109,37 +110,55 @@ def test_sigint_saves_last_checkpoint_and_the_run_resumes_to_its_budget(tmp_path
     assert final["lightrl"]["env_steps"] == budget
 
 
+@pytest.mark.timeout(300)
+def test_a_sigkill_loses_at_most_one_epoch_and_the_run_resumes_to_its_budget(tmp_path):
+    # 8 rollouts of 4 x 32 env steps per epoch; last.ckpt is rewritten at the end of each one.
+    budget = 40 * 1024
+    args = [sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", "--model.total_timesteps", str(budget),
+            "--model.num_steps", "32", "--model.timesteps_per_epoch", "1024", "--model.eval_episodes", "2",
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path, text=True)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not (last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1):  # written atomically: never half a file
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    proc.communicate(timeout=60)
+    saved = torch.load(last, weights_only=True)["lightrl"]["env_steps"]
+    assert saved % 1024 == 0 and 2048 <= saved < budget  # the end of the second (or a later) epoch
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Restored all states from the checkpoint at {last}" in resumed.stderr
+    assert torch.load(last, weights_only=True)["lightrl"]["env_steps"] == budget
+
+
+@pytest.mark.timeout(300)
+def test_make_run_shows_the_run_not_the_dependencies_noise(tmp_path):
+    # `make run` with a short budget: W&B offline (the default logger), the Rich bar, the model summary.
+    config = Path(__file__).parents[1] / "experiments" / "ppo_cartpole.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--config", str(config), "--model.total_timesteps", "1024"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    screen = proc.stdout + proc.stderr
+    assert "env steps" in screen and "GPU available" in screen  # the run, and Lightning's own notices
+    for noise in ("💡 Tip", "will override existing callbacks", "deprecated", "DeprecationWarning", "`dataloader_iter`",
+                  "has `__len__` defined", "smaller than the logging interval", "git root"):  # fmt: skip
+        assert noise not in screen, noise
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def test_eval_keeps_the_best_checkpoint_and_it_reproduces_its_return(tmp_path):
-    model = lightrl.PPO("CartPole-v1", seed=1, total_timesteps=6144, num_steps=64, eval_frequency=2048, eval_episodes=4)
-    fit_trainer = trainer(tmp_path, logger=L.pytorch.loggers.CSVLogger(tmp_path))
-    fit_trainer.fit(model)
-    callback = fit_trainer.checkpoint_callback
-    assert isinstance(callback, EvalCheckpoint)
-    rows = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    evals = [dict(zip(header, r.split(","))) for r in rows[1:]]
-    evals = [(int(float(r["step"])), float(r["eval/return_mean"])) for r in evals if r.get("eval/return_mean")]
-    assert [step for step, _ in evals] == [2048, 4096, 6144]
-    best_step, best_return = max(evals, key=lambda e: e[1])
-    assert callback.best_model_path.endswith(f"best-step={best_step}.ckpt")
-    assert callback.best_model_score.item() == pytest.approx(best_return)
-    assert os.path.exists(callback.last_model_path) and callback.last_model_path.endswith("last.ckpt")
-    best = lightrl.PPO.load_from_checkpoint(callback.best_model_path)
-    returns = lightrl.evaluation.episode_returns(best, 4, seed=callback.seed)
-    assert float(np.mean(returns)) == pytest.approx(best_return)
-
-
-def test_capture_video_writes_an_mp4_beside_the_run_headless(tmp_path, monkeypatch):
+def test_capture_video_writes_an_mp4_at_each_validation_headless(tmp_path, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    model = lightrl.PPO("CartPole-v1", total_timesteps=512, num_steps=64, eval_frequency=512, eval_episodes=1, capture_video=True)
-    fit_trainer = trainer(tmp_path)
-    fit_trainer.fit(model)
-    video = fit_trainer.checkpoint_callback.last_video
-    assert video == str(tmp_path / "videos" / "eval-step512-episode-0.mp4")
-    assert os.path.getsize(video) > 1000
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, num_steps=64, timesteps_per_epoch=512, eval_episodes=1, capture_video=True)
+    trainer(tmp_path).fit(model)
+    videos = sorted(p.name for p in (tmp_path / "videos").iterdir())
+    assert videos == ["eval-step1024-episode-0.mp4", "eval-step512-episode-0.mp4"]  # none for the sanity check
+    assert all(os.path.getsize(tmp_path / "videos" / v) > 1000 for v in videos)
 
 
 def test_capture_video_without_moviepy_is_refused_before_any_env(monkeypatch):

@@ -65,7 +65,7 @@ class A2C(OnPolicyAlgorithm):
         batch = self.next_batch(dataloader_iter)
         tic = self.timer.start()
         hp = self.hparams
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        optimizer = self.optimizers()
         _, logprob, entropy, value = self.agent.get_action_and_value(batch["obs"], batch["actions"])
         advantages = normalize(batch["advantages"]) if hp.norm_adv else batch["advantages"]
         pg_loss = policy_gradient_loss(logprob, advantages)
@@ -77,7 +77,7 @@ class A2C(OnPolicyAlgorithm):
         self.manual_backward(loss)
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        self.step_lr_schedulers("step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

@@ -20,7 +20,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from lightrl.algos.evaluation_steps import EvaluationSteps
 from lightrl.algos.resume import Resumable
+from lightrl.algos.schedulers import ManualSchedulers
+from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.callbacks.collector import CloseCollectorOnException
 from lightrl.data.async_collector import COLLECTORS
@@ -49,7 +52,7 @@ class OptimizerIteration:
     skipped: bool = False
 
 
-class RLModule(Resumable, L.LightningModule):
+class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -72,11 +75,15 @@ class RLModule(Resumable, L.LightningModule):
         num_envs: Sub-envs per process.
         vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
         env_kwargs: Keyword arguments for ``gym.make``.
-        eval_frequency: Evaluate every this many env steps (and at the end) on separate envs, logging
-            ``eval/return_mean`` and ``eval/return_std``, and keep the best checkpoint by evaluation
-            return plus ``last`` (see :class:`~lightrl.callbacks.EvalCheckpoint`); 0 disables it.
-        eval_episodes: Deterministic episodes per evaluation.
-        capture_video: Record one evaluation episode each time (mp4 beside the run, and to W&B).
+        timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
+            rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
+            at each epoch's end: validation (evaluation), ``ModelCheckpoint`` (``last.ckpt``),
+            ``EarlyStopping``, epoch-interval LR schedulers, ``max_epochs``.
+        eval_episodes: Deterministic episodes per validation run (``validation_step``), on envs seeded
+            apart from the training envs and split over the DDP ranks. How often validation runs is the
+            Trainer's ``check_val_every_n_epoch``; ``Trainer(limit_val_batches=0)`` turns it off.
+        test_episodes: Deterministic episodes of ``trainer.test`` (``test_step``), on envs of their own seeds.
+        capture_video: Record one episode at each validation (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
         collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects with a copy of
             the policy while the learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms
@@ -127,8 +134,9 @@ class RLModule(Resumable, L.LightningModule):
         num_envs: int = 4,
         vectorization: str = "sync",
         env_kwargs: dict[str, Any] | None = None,
-        eval_frequency: int = 0,
+        timesteps_per_epoch: int = 20_000,
         eval_episodes: int = 10,
+        test_episodes: int = 100,
         capture_video: bool = False,
         check_env: bool = False,
         collector: str = "sync",
@@ -139,8 +147,9 @@ class RLModule(Resumable, L.LightningModule):
         require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
         require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
         require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
-        require(eval_frequency >= 0, f"eval_frequency must be a number of env steps (0 disables evaluation), got {eval_frequency}.")
+        require(timesteps_per_epoch > 0, f"timesteps_per_epoch must be a positive number of env steps, got {timesteps_per_epoch}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
+        require(test_episodes > 0, f"test_episodes must be a positive integer, got {test_episodes}.")
         require(collector in COLLECTORS, f"collector must be one of {tuple(COLLECTORS)}, got {collector!r}.")
         require(
             collector == "sync" or type(self).supports_async_collector,
@@ -168,6 +177,7 @@ class RLModule(Resumable, L.LightningModule):
         self._resume_states: list[dict[str, Any]] | None = None
         self._local_checkpoint = False
         self._final_rank_state: dict[str, Any] | None = None
+        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (ManualSchedulers)
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
 
     # ----------------------------------------------------------------- spaces and envs
@@ -202,6 +212,23 @@ class RLModule(Resumable, L.LightningModule):
         return self.hparams.num_envs * self.world_size
 
     @property
+    def env_steps_per_batch(self) -> int | None:
+        """Global env steps collected for one training batch (all ranks); None if it varies.
+
+        Epochs are counted in whole batches of this size (see :attr:`batches_per_epoch`). A subclass whose
+        batches are not of a fixed size keeps None, and its run is then one epoch.
+        """
+        return None
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Training batches per epoch: ``timesteps_per_epoch`` rounded to whole batches (at least one)."""
+        per_batch = self.env_steps_per_batch
+        if per_batch is None:
+            return None
+        return max(1, round(self.hparams.timesteps_per_epoch / per_batch))
+
+    @property
     def budget_reached(self) -> bool:
         """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
@@ -233,10 +260,11 @@ class RLModule(Resumable, L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         self.collector.device = self.device
-        return experience_loader(self._batches)
+        # Every rank computes the same length from global counters, so all end each epoch at the same batch.
+        return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
-        # The RNG states are restored here, after the DataLoader drew its base seed from the torch RNG.
+        # The RNG states are restored at the first batch, once Lightning has set everything up.
         self.apply_resume_state()
         self.collector.start(self.policy, self.env_steps)
         try:
@@ -349,6 +377,13 @@ class RLModule(Resumable, L.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
+        # For callbacks only (EarlyStopping, ModelCheckpoint with check_on_train_epoch_end): the mean return of each
+        # rank's last 100 episodes, over all ranks. Loggers get charts/episodic_return at each logged step instead.
+        recent = list(self.collector.recent_returns) if self.collector is not None else []
+        totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
+        if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
+            self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
+        self.step_lr_schedulers("epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
 
@@ -403,4 +438,7 @@ class RLModule(Resumable, L.LightningModule):
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
+        # and before setup() creates any env: Trainer flags that cannot apply are refused here.
+        check_trainer_flags(self.trainer, self)
         return default_callbacks(self) + [CloseCollectorOnException()]

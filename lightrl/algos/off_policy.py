@@ -36,6 +36,7 @@ from lightrl.algos.base import RLModule, require
 from lightrl.data.collector import obs_dtype
 from lightrl.data.experience import Transitions
 from lightrl.data.replay import ReplayBuffer
+from lightrl.errors import NonFiniteError
 from lightrl.optim import adam
 
 #: With ``phases_per_training_step=None``, a ``training_step`` runs update phases until it holds this many gradient steps.
@@ -164,7 +165,33 @@ class OffPolicyAlgorithm(RLModule):
             return 0
         return (after // freq - start // freq) * self.hparams.gradient_steps
 
-    def generate_batches(self) -> Iterator[dict[str, Tensor]]:
+    @property
+    def env_steps_per_batch(self) -> int:
+        """Global env steps per training batch (``phases_per_training_step`` update phases) once updates have started."""
+        return self.phases_per_training_step * self.hparams.train_frequency
+
+    def generate_batches(self) -> Iterator[Iterator[dict[str, Tensor]]]:
+        """Yield, per ``training_step``, an iterator over its update phases (see :meth:`update_phases`)."""
+        while not self.budget_reached:
+            yield self.update_phases(self.phases_per_training_step)
+
+    def update_phases(self, count: int) -> Iterator[dict[str, Tensor]]:
+        """Up to ``count`` update phases, each collected when it is asked for, after the previous one has trained.
+
+        One training step is one batch for Lightning, however many phases it holds, so that epochs (and
+        a resumed epoch's position) are counted in training steps. The budget may end the iterator early.
+        """
+        for _ in range(count):
+            try:
+                batch = self.next_phase()
+            except NonFiniteError as err:  # collected here, inside training_step, not in the dataloader's generator
+                self.fail_nonfinite(str(err))
+            if batch is None:
+                return
+            yield batch
+
+    def next_phase(self) -> dict[str, Tensor] | None:
+        """Collect until an update phase falls due and return its sampled batch; None once the budget is reached."""
         while not self.budget_reached:
             before = self.env_steps
             self.collect_step()
@@ -173,7 +200,8 @@ class OffPolicyAlgorithm(RLModule):
                 tic = self.timer.start()
                 batch = self.sample(num_steps)
                 self.timer.add("data", tic)
-                yield batch
+                return batch
+        return None
 
     def collect_step(self) -> None:
         """One vector step with the policy's exploring actions, stored in the replay buffer.
@@ -202,17 +230,12 @@ class OffPolicyAlgorithm(RLModule):
     # ----------------------------------------------------------------- training
     def training_step(self, dataloader_iter: Iterator) -> None:
         metrics = None
-        for _ in range(self.phases_per_training_step):
-            try:
-                batch = self.next_batch(dataloader_iter)
-            except StopIteration:  # the budget ran out after this step's first phase: end the step here
-                if metrics is None:
-                    raise
-                break
+        for batch in self.next_batch(dataloader_iter):  # the phases are collected as the loop asks for them
             tic = self.timer.start()
             metrics = self.train_batch(batch)
             self.timer.add("learn", tic)
-        if self.should_log:  # skip building the metrics' log calls on batches Lightning does not write
+        self.step_lr_schedulers("step")
+        if metrics is not None and self.should_log:  # skip building the log calls on batches Lightning does not write
             self.log_metrics(metrics)
 
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:

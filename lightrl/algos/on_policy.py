@@ -66,6 +66,11 @@ class OnPolicyAlgorithm(RLModule):
         return self.hparams.num_envs * self.hparams.num_steps
 
     @property
+    def env_steps_per_batch(self) -> int:
+        """Global env steps per rollout: ``num_envs * num_steps`` on every rank."""
+        return self.batch_size * self.world_size
+
+    @property
     def num_iterations(self) -> int:
         """Rollouts per rank until the global budget is reached."""
         return math.ceil(self.hparams.total_timesteps / (self.batch_size * self.world_size))

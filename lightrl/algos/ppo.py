@@ -134,7 +134,7 @@ class PPO(OnPolicyAlgorithm):
         batch = self.next_batch(dataloader_iter)
         tic = self.timer.start()
         hp = self.hparams
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        optimizer = self.optimizers()
         minibatch_loss = self._compiled_loss or ppo_minibatch_loss
         n = batch["obs"].shape[0]
         minibatch_size = n // hp.num_minibatches
@@ -153,7 +153,7 @@ class PPO(OnPolicyAlgorithm):
             if hp.target_kl is not None and self.trainer.strategy.reduce(stats["approx_kl"], reduce_op="mean") > hp.target_kl:
                 break
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        self.step_lr_schedulers("step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

@@ -1,42 +1,67 @@
-"""Callbacks lightrl modules add to the Trainer: env-step progress bars, evaluation checkpoints, interrupts."""
+"""Callbacks lightrl modules add to the Trainer: env-step progress bars, checkpoints, interrupts."""
 
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 
-from lightrl.callbacks.evaluation import EvalCheckpoint
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
 from lightrl.callbacks.progress import EnvStepProgressBar, EnvStepRichProgressBar
 
-__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "EvalCheckpoint", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks"]
+__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoints"]
+
+
+def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
+    """The plain ``ModelCheckpoint`` callbacks lightrl uses in place of Lightning's default one.
+
+    - With validation, the best checkpoint by ``eval/return_mean``, as ``best-step=<env step>.ckpt``
+      (first, so that it is ``trainer.checkpoint_callback``).
+    - ``last.ckpt``, rewritten at the end of every epoch (Lightning writes it atomically), so that a
+      crash loses at most one epoch and ``--ckpt_path last`` continues the run.
+
+    Both save at the end of the training epoch, after that epoch's validation. (A ``ModelCheckpoint``
+    with ``save_last=True`` writes ``last.ckpt`` only when it saves a new best, hence two callbacks.)
+
+    Args:
+        validation: Whether the run validates (``Trainer(limit_val_batches)`` is not 0).
+    """
+    last = ModelCheckpoint(filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
+    if not validation:
+        return [last]
+    best = ModelCheckpoint(monitor="eval/return_mean", mode="max", filename="best-{step}", save_on_train_epoch_end=True)
+    return [best, last]
+
+
+def is_default_checkpoint(callback: Callback) -> bool:
+    """Whether ``callback`` is a ``ModelCheckpoint`` with Lightning's default settings (``enable_checkpointing=True``)."""
+    return (
+        type(callback) is ModelCheckpoint
+        and callback.monitor is None
+        and callback.save_last is None
+        and callback.dirpath is None
+        and callback.filename is None
+        and callback.save_top_k == 1
+    )
 
 
 def default_callbacks(module) -> list[Callback]:
     """What an :class:`~lightrl.algos.base.RLModule` adds to its Trainer (``configure_callbacks``).
 
     - Lightning's TQDM or Rich bar becomes its env-step version.
-    - A plain ``ModelCheckpoint`` whose ``save_last`` was left unset saves ``last.ckpt``, to resume from.
+    - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoints`' two (the best by
+      ``eval/return_mean``, and ``last.ckpt`` every epoch). A ``ModelCheckpoint`` configured by you is kept as it is.
     - :class:`SaveOnInterrupt`, unless the Trainer already has one.
-    - With ``eval_frequency > 0``, :class:`EvalCheckpoint`, unless the Trainer already has one. As a
-      ``ModelCheckpoint`` it takes the place of the Trainer's default checkpoint callback.
     """
-    try:
-        trainer = module.trainer
-    except RuntimeError:  # not attached to a Trainer
-        trainer = None
-    present = [] if trainer is None else trainer.callbacks
+    trainer = module.trainer
+    present = trainer.callbacks
     callbacks: list[Callback] = []
-    bar = trainer.progress_bar_callback if trainer is not None else None
+    bar = trainer.progress_bar_callback
     if type(bar) is TQDMProgressBar:
         callbacks.append(EnvStepProgressBar(refresh_rate=bar.refresh_rate))
     elif type(bar) is RichProgressBar:
         callbacks.append(EnvStepRichProgressBar())
-    for checkpoint in present:
-        if type(checkpoint) is ModelCheckpoint and checkpoint.save_last is None:
-            checkpoint.save_last = True
+    checkpoints = [c for c in present if isinstance(c, ModelCheckpoint)]
+    if len(checkpoints) == 1 and is_default_checkpoint(checkpoints[0]):
+        callbacks.extend(default_checkpoints(validation=trainer.limit_val_batches != 0))
     if not any(isinstance(c, SaveOnInterrupt) for c in present):
         callbacks.append(SaveOnInterrupt())
-    hp = module.hparams
-    if hp.eval_frequency > 0 and not any(isinstance(c, EvalCheckpoint) for c in present):
-        callbacks.append(EvalCheckpoint(hp.eval_frequency, hp.eval_episodes, hp.capture_video))
     return callbacks

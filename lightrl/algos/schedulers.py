@@ -1,0 +1,113 @@
+"""LR schedulers under manual optimization: stepped by interval and frequency, ``ReduceLROnPlateau`` on its monitor.
+
+Lightning steps no scheduler when a module optimizes manually, as lightrl's algorithms do, and it drops
+the ``monitor`` and ``strict`` keys of ``configure_optimizers``' scheduler configs (with a warning that
+they are ignored). lightrl keeps them instead (see :func:`keep_scheduler_monitors`) and steps every
+scheduler as Lightning would under automatic optimization (:meth:`RLModule.step_lr_schedulers`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+#: Keys of a scheduler config that Lightning ignores under manual optimization.
+PLATEAU_KEYS = ("monitor", "strict", "reduce_on_plateau")
+
+
+def split_scheduler_monitors(config: Any) -> tuple[Any, dict[Any, tuple[str, bool]]]:
+    """``configure_optimizers``' return value without the plateau keys, and ``{scheduler: (monitor, strict)}``.
+
+    Handles the forms Lightning accepts: an optimizer, a list of them, ``([optimizers], [schedulers])``, a
+    dict ``{"optimizer", "lr_scheduler", "monitor"}`` whose ``lr_scheduler`` is a scheduler or a config
+    dict, and a list of such dicts.
+    """
+    monitors: dict[Any, tuple[str, bool]] = {}
+
+    def scheduler_config(entry: Any, monitor: str | None = None) -> Any:
+        if not isinstance(entry, dict) or "scheduler" not in entry:
+            if monitor is not None:
+                monitors[entry] = (monitor, True)
+            return entry
+        kept = {k: v for k, v in entry.items() if k not in PLATEAU_KEYS}
+        monitor = entry.get("monitor", monitor)
+        if monitor is not None:
+            monitors[entry["scheduler"]] = (monitor, entry.get("strict", True))
+        return kept
+
+    def optimizer_config(entry: Any) -> Any:
+        if not isinstance(entry, dict) or "lr_scheduler" not in entry:
+            return entry
+        kept = {k: v for k, v in entry.items() if k != "monitor"}
+        kept["lr_scheduler"] = scheduler_config(entry["lr_scheduler"], entry.get("monitor"))
+        return kept
+
+    if isinstance(config, dict):
+        return optimizer_config(config), monitors
+    if isinstance(config, (list, tuple)) and len(config) == 2 and all(isinstance(part, (list, tuple)) for part in config):
+        optimizers, schedulers = config
+        return (optimizers, [scheduler_config(s) for s in schedulers]), monitors
+    if isinstance(config, (list, tuple)):
+        return type(config)(optimizer_config(c) for c in config), monitors
+    return config, monitors
+
+
+def keep_scheduler_monitors(configure_optimizers: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a ``configure_optimizers`` so that its schedulers' monitors land in ``module.scheduler_monitors``."""
+
+    @functools.wraps(configure_optimizers)
+    def wrapper(module: Any) -> Any:
+        config, module.scheduler_monitors = split_scheduler_monitors(configure_optimizers(module))
+        return config
+
+    wrapper.keeps_scheduler_monitors = True
+    return wrapper
+
+
+class ManualSchedulers:
+    """Steps the LR schedulers of a manually optimizing :class:`~lightrl.algos.base.RLModule` (see the module docstring).
+
+    A subclass's ``configure_optimizers`` is wrapped by :func:`keep_scheduler_monitors` when the class is
+    defined, so that the monitors of its schedulers reach :meth:`step_lr_schedulers`.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
+        own = cls.__dict__.get("configure_optimizers")
+        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
+            cls.configure_optimizers = keep_scheduler_monitors(own)
+
+    def step_lr_schedulers(self, interval: str) -> None:
+        """Step the LR schedulers configured with this ``interval``, as Lightning does under automatic optimization.
+
+        lightrl's algorithms optimize manually, and Lightning then steps no scheduler itself. The
+        algorithms call this with ``"step"`` at the end of each ``training_step``; the module does so
+        with ``"epoch"`` at each epoch's end, after validation. A ``ReduceLROnPlateau`` steps on its
+        ``monitor`` (e.g. ``eval/return_mean``), and each scheduler honours its ``frequency``.
+        """
+        trainer = self.trainer
+        count = trainer.fit_loop.total_batch_idx if interval == "step" else trainer.current_epoch
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval or (count + 1) % config.frequency:
+                continue
+            value = None
+            monitor, strict = self.scheduler_monitors.get(config.scheduler, (None, True))
+            if monitor is not None:
+                value = trainer.callback_metrics.get(monitor)
+                if value is None:
+                    if strict:
+                        raise MisconfigurationException(
+                            f"The LR scheduler monitors {monitor!r}, which was not logged; logged metrics: "
+                            f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
+                        )
+                    continue
+            elif isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise MisconfigurationException(
+                    'ReduceLROnPlateau needs a metric: return {"optimizer": ..., "lr_scheduler": {"scheduler": ..., '
+                    '"monitor": "eval/return_mean"}} from configure_optimizers.'
+                )
+            self.lr_scheduler_step(config.scheduler, value)
