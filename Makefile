@@ -17,7 +17,7 @@ SMOKE_TESTS := tests/test_algos.py::test_save_load_round_trip \
 	tests/test_off_policy.py::test_same_seed_gives_identical_parameters \
 	tests/test_resume.py::test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one \
 	tests/test_ddp.py::test_ppo_ddp_two_processes tests/test_ddp.py::test_dqn_ddp_two_processes \
-	tests/test_cli.py::test_fit_then_evaluate_checkpoint tests/test_wandb.py::test_fit_writes_offline_run_with_logged_metrics \
+	tests/test_cli.py::test_fit_then_validate_test_predict_and_evaluate_the_checkpoint tests/test_wandb.py::test_fit_writes_offline_run_with_logged_metrics \
 	tests/test_compat.py
 
 .PHONY: install install-lowest run test test-lowest test-slow benchmark docs clean
