@@ -175,7 +175,7 @@ def test_validate_test_and_predict_entry_points(tmp_path):
 )
 def test_trainer_flags_that_cannot_apply_are_refused_before_any_env(tmp_path, monkeypatch, flags, message):
     model = lightrl.PPO(**PPO_RUN)
-    monkeypatch.setattr(lightrl.algos.base, "make_vec_env", lambda *a, **k: pytest.fail("an env was created"))
+    monkeypatch.setattr(lightrl.data.collector, "make_vec_env", lambda *a, **k: pytest.fail("an env was created"))
     with pytest.raises(UnsupportedTrainerFlag, match=message):
         trainer(tmp_path, **flags).fit(model)
 
