@@ -118,4 +118,8 @@ class DictPacker:
     def unpack(self, packed: Tensor) -> dict[str, Tensor]:
         """The dict observations of ``[N, nbytes]`` rows."""
         n = packed.shape[0]
-        return {key: packed[:, start:end].contiguous().view(dtype).reshape(n, *shape) for key, shape, dtype, start, end in self.parts}
+        # A fresh copy of each part's bytes: a view of another dtype needs its storage offset aligned to it.
+        return {
+            key: packed[:, start:end].clone(memory_format=torch.contiguous_format).view(dtype).reshape(n, *shape)
+            for key, shape, dtype, start, end in self.parts
+        }
