@@ -369,9 +369,10 @@ def test_image_and_vector_dict_observations_run(algo):
 
 
 def test_async_collector_collects_dict_observations():
-    model = lightrl.PPO(GOAL_DICT_ID, total_timesteps=2048, num_envs=2, num_steps=64, seed=1, collector="async")
+    # "module:id": the actor process (spawned) imports the module that registers the env.
+    model = lightrl.PPO(f"space_envs:{GOAL_DICT_ID}", total_timesteps=8192, num_envs=4, num_steps=64, seed=1, collector="async")
     fit(model)
-    assert model.env_steps == 2048
+    assert model.env_steps == 8192 and lightrl.evaluate(model, num_episodes=20) == (1.0, 0.0)
 
 
 @pytest.mark.parametrize(
