@@ -40,51 +40,56 @@ class GoalDict(gym.Env):
         return self._obs(), reward, at_end, False, {}
 
 
-class MatchMultiDiscrete(gym.Env):
-    """Each step shows two signs; the action must answer each: 0 for -1, 2 for +1 (MultiDiscrete([3, 3])).
+class MatchSigns(gym.Env):
+    """Each step shows ``size`` random signs; the reward counts the action's right answers (:meth:`right`).
 
-    Reward: the number of right answers (0 to 2). 8 steps per episode: random actions score 16/3, the optimum 16.
+    8 steps per episode, observations ``Box(-1, 1, (size,))``.
+    """
+
+    size = 2
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.new_signs(), {}
+
+    def new_signs(self):
+        self.signs = self.np_random.choice([-1.0, 1.0], size=self.size).astype(np.float32)
+        return self.signs
+
+    def step(self, action):
+        action = np.asarray(action)
+        assert action.dtype == self.action_space.dtype and self.action_space.contains(action), action
+        reward = float(np.sum(self.right(action)))
+        self.t += 1
+        return self.new_signs(), reward, False, self.t >= 8, {}
+
+
+class MatchMultiDiscrete(MatchSigns):
+    """Two signs; the action must answer each: 0 for -1, 2 for +1 (MultiDiscrete([3, 3])).
+
+    Random actions score 16/3 per episode, the optimum 16.
     """
 
     observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
     action_space = spaces.MultiDiscrete([3, 3])
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        self.signs = self.np_random.choice([-1.0, 1.0], size=2).astype(np.float32)
-        return self.signs, {}
-
-    def step(self, action):
-        assert self.action_space.contains(np.asarray(action)), action
-        reward = float(np.sum(np.asarray(action) == np.where(self.signs > 0, 2, 0)))
-        self.t += 1
-        self.signs = self.np_random.choice([-1.0, 1.0], size=2).astype(np.float32)
-        return self.signs, reward, False, self.t >= 8, {}
+    def right(self, action):
+        return action == np.where(self.signs > 0, 2, 0)
 
 
-class MatchMultiBinary(gym.Env):
-    """Each step shows three signs; each bit of the action must be 1 where the sign is positive (MultiBinary(3)).
+class MatchMultiBinary(MatchSigns):
+    """Three signs; each bit of the action must be 1 where the sign is positive (MultiBinary(3), int8).
 
-    Reward: the number of right bits (0 to 3). 8 steps per episode: random actions score 12, the optimum 24.
+    Random actions score 12 per episode, the optimum 24.
     """
 
+    size = 3
     observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = spaces.MultiBinary(3)
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        self.signs = self.np_random.choice([-1.0, 1.0], size=3).astype(np.float32)
-        return self.signs, {}
-
-    def step(self, action):
-        action = np.asarray(action)
-        assert action.dtype == np.int8 and self.action_space.contains(action), action
-        reward = float(np.sum(action == (self.signs > 0)))
-        self.t += 1
-        self.signs = self.np_random.choice([-1.0, 1.0], size=3).astype(np.float32)
-        return self.signs, reward, False, self.t >= 8, {}
+    def right(self, action):
+        return action == (self.signs > 0)
 
 
 class TinyLake(gym.Env):

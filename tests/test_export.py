@@ -67,36 +67,31 @@ def observations(space: spaces.Box, n: int = 1000, seed: int = 0) -> torch.Tenso
     return 3 * torch.randn((n, *space.shape), generator=generator)
 
 
-def run_onnx(path, obs: torch.Tensor) -> np.ndarray:
+def run_onnx(path, inputs: torch.Tensor | dict[str, torch.Tensor]) -> np.ndarray:
+    """The ONNX model's actions for ``inputs`` (a tensor for the input ``obs``, or a tensor per Dict key), 250 rows at a time."""
     import onnxruntime as ort
 
+    inputs = inputs if isinstance(inputs, dict) else {"obs": inputs}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["obs"] and [o.name for o in session.get_outputs()] == ["actions"]
-    assert session.get_inputs()[0].shape[0] == "batch"  # a dynamic batch dimension
-    return np.concatenate([session.run(["actions"], {"obs": chunk.numpy()})[0] for chunk in obs.split(250)])
+    assert [i.name for i in session.get_inputs()] == list(inputs) and [o.name for o in session.get_outputs()] == ["actions"]
+    assert all(i.shape[0] == "batch" for i in session.get_inputs())  # a dynamic batch dimension
+    n = len(next(iter(inputs.values())))
+    return np.concatenate([session.run(["actions"], {k: v[i : i + 250].numpy() for k, v in inputs.items()})[0] for i in range(0, n, 250)])
 
 
-@requires_onnx
-@pytest.mark.parametrize("make", list(CASES.values()), ids=list(CASES))
-def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
-    torch.manual_seed(0)
-    model = make()
-    policy = model.policy
-    obs = observations(policy.observation_space)
-    with torch.no_grad():
-        expected = policy.act(obs).numpy()
-    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)
+def assert_same_actions(actions: np.ndarray, expected: np.ndarray, space: spaces.Space) -> None:
+    """The exported model's actions are the policy's: equal integers (int64), or floats within 1e-5 in the bounds."""
     assert actions.shape == expected.shape
-    if isinstance(policy.action_space, spaces.Discrete):
-        assert actions.dtype == np.int64
-        np.testing.assert_array_equal(actions, expected)
-        assert len(np.unique(actions)) > 1  # the observations reach more than one action: the comparison can fail
-    else:
+    if isinstance(space, spaces.Box):
         assert actions.dtype == np.float32
         assert np.abs(actions - expected).max() <= 1e-5
-        low, high = policy.action_space.low, policy.action_space.high
-        assert (actions >= low).all() and (actions <= high).all()
+        assert (actions >= space.low).all() and (actions <= space.high).all()
         assert np.ptp(expected, axis=0).min() > 1e-3  # the actions vary in every dimension: the comparison can fail
+    else:  # Discrete, MultiDiscrete and MultiBinary actions
+        assert actions.dtype == np.int64
+        np.testing.assert_array_equal(actions, expected)
+        assert len(np.unique(actions, axis=0)) > 1  # the observations reach more than one action: the comparison can fail
+        assert all(space.contains(a.astype(space.dtype)) for a in actions[:20])
 
 
 @requires_onnx
@@ -267,34 +262,21 @@ def policy_input(space: spaces.Space, inputs: dict[str, torch.Tensor]):
 
 
 @requires_onnx
-@pytest.mark.parametrize("make", list(SPACE_CASES.values()), ids=list(SPACE_CASES))
-def test_onnx_acts_as_the_policy_for_every_space(make, tmp_path):
-    import onnxruntime as ort
-
+@pytest.mark.parametrize("make", [*CASES.values(), *SPACE_CASES.values()], ids=[*CASES, *SPACE_CASES])
+def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
     torch.manual_seed(0)
     model = make()
     policy = model.policy
-    if not isinstance(policy.action_space, spaces.Box):
+    if not isinstance(policy.action_space, spaces.Box) and not isinstance(policy.observation_space, spaces.Box):
         with torch.no_grad():  # fresh networks can be nearly constant; perturbed ones pick more than one action
             for p in policy.parameters():
                 p.add_(0.3 * torch.randn_like(p))
     inputs = space_observations(policy.observation_space)
+    obs = policy_input(policy.observation_space, inputs)
     with torch.no_grad():
-        expected = policy.act(policy_input(policy.observation_space, inputs)).numpy()
-    session = ort.InferenceSession(str(lightrl.export(model, tmp_path / "policy.onnx")), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == list(inputs)  # one input per Dict key, named after it
-    assert all(i.shape[0] == "batch" for i in session.get_inputs())
-    feed = {name: value.numpy() for name, value in inputs.items()}
-    actions = np.concatenate([session.run(["actions"], {k: v[i : i + 250] for k, v in feed.items()})[0] for i in range(0, 1000, 250)])
-    assert actions.shape == expected.shape
-    if isinstance(policy.action_space, spaces.Box):
-        assert actions.dtype == np.float32 and np.abs(actions - expected).max() <= 1e-5
-        assert np.ptp(expected, axis=0).min() > 1e-3
-    else:
-        assert actions.dtype == np.int64  # Discrete, MultiDiscrete and MultiBinary actions
-        np.testing.assert_array_equal(actions, expected)
-        assert len(np.unique(actions, axis=0)) > 1  # the inputs reach more than one action: the comparison can fail
-        assert all(policy.action_space.contains(a.astype(policy.action_space.dtype)) for a in actions[:20])
+        expected = policy.act(obs).numpy()
+    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)  # one input per Dict key, named after it
+    assert_same_actions(actions, expected, policy.action_space)
 
 
 def test_pt2_takes_a_dict_of_observations_and_describes_its_inputs(tmp_path):
