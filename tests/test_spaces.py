@@ -366,6 +366,9 @@ def test_image_and_vector_dict_observations_run(algo):
     assert model.env_steps >= model.hparams.total_timesteps
     returns = lightrl.evaluation.episode_returns(model, num_episodes=2)
     assert len(returns) == 2 and all(np.isfinite(returns))
+    # trainer.predict's default dataloader: the first Dict observations of eval_episodes fresh episodes.
+    (actions,) = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).predict(model)
+    assert actions.shape == (model.hparams.eval_episodes,) and set(actions.tolist()) <= {0, 1}
 
 
 def test_async_collector_collects_dict_observations():
