@@ -60,8 +60,9 @@ class CountingEnv(gym.Env):
 class SpacesEnv(gym.Env):
     """A one-step env with the spaces it is given (``env_kwargs``): random observations, for the space checks."""
 
-    def __init__(self, observation_space: spaces.Space = spaces.Box(-1.0, 1.0, (2,), np.float32), action_space: spaces.Space = spaces.Discrete(2)):
-        self.observation_space, self.action_space = observation_space, action_space
+    def __init__(self, observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None):
+        self.observation_space = observation_space or spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = action_space or spaces.Discrete(2)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

@@ -101,7 +101,7 @@ class TinyLake(gym.Env):
 
     observation_space = spaces.Discrete(9)
     action_space = spaces.Discrete(4)
-    MOVES = {0: (0, -1), 1: (1, 0), 2: (0, 1), 3: (-1, 0)}
+    MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (row, column) of each action
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import gymnasium as gym
 import lightning as L
@@ -39,8 +38,8 @@ def fit(model, **trainer_kwargs) -> L.Trainer:
     return trainer
 
 
-def spaces_env(observation_space=BOX, action_space=spaces.Discrete(2)) -> dict:
-    return {"env_id": SPACES_ID, "env_kwargs": {"observation_space": observation_space, "action_space": action_space}}
+def spaces_env(observation_space: spaces.Space = BOX, action_space: spaces.Space | None = None) -> dict:
+    return {"env_id": SPACES_ID, "env_kwargs": {"observation_space": observation_space, "action_space": action_space or spaces.Discrete(2)}}
 
 
 # ----------------------------------------------------------------------------- checks: clear errors before any vector env
@@ -205,8 +204,8 @@ def test_dict_packer_round_trips_every_part_exactly():
     packed = packer.pack(obs)
     assert packed.shape == (2, 24) and packed.dtype == torch.uint8
     unpacked = packer.unpack(packed)
-    for key in obs:
-        assert unpacked[key].dtype == obs[key].dtype and torch.equal(unpacked[key], obs[key])
+    for key, value in obs.items():
+        assert unpacked[key].dtype == value.dtype and torch.equal(unpacked[key], value)
     assert torch.equal(packer.pack({key: value[1] for key, value in obs.items()}, batch=False), packed[1])
     assert all(not value.any() for value in packer.unpack(torch.zeros(1, 24, dtype=torch.uint8)).values())
 

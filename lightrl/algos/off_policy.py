@@ -33,10 +33,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightrl.algos.base import RLModule, require
-from lightrl.nn.encoders import observation_encoder
 from lightrl.data.experience import Transitions
 from lightrl.data.replay import ReplayBuffer
 from lightrl.errors import NonFiniteError
+from lightrl.nn.encoders import observation_encoder
 from lightrl.optim import adam
 
 #: With ``phases_per_training_step=None``, a ``training_step`` runs update phases until it holds this many gradient steps.

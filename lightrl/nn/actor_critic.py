@@ -14,6 +14,7 @@ from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.encoders import is_image_space, observation_encoder
 from lightrl.nn.mlp import layer_init, mlp, sequential_forward
 
+
 class ActorCritic(nn.Module):
     """Policy and value networks.
 
