@@ -77,6 +77,7 @@ def test_unsupported_observation_spaces_are_refused_naming_the_algorithm_space_a
         ("PPO", BOX, spaces.MultiDiscrete([[2, 3], [2, 2]]), r"MultiDiscrete actions must be 1-D"),
         ("PPO", BOX, spaces.MultiBinary([2, 2]), r"MultiBinary actions must be 1-D"),
         ("PPO", BOX, spaces.MultiDiscrete([3, 3], start=[1, 0]), r"MultiDiscrete actions must start at 0 \(start=\[1, 0\]\)\. Shift them with a gymnasium\.ActionWrapper"),
+        ("DQN", BOX, spaces.Discrete(3, start=-1), r"DQN does not support the action space Discrete\(3, start=-1\): Discrete actions must start at 0 \(start=-1\)"),
         ("SAC", spaces.Dict({"camera": IMAGE, "v": BOX}), spaces.Box(-1, 1, (1,)), r"SAC does not support the observation space Dict\(.*its part 'camera': it takes no image observations; use PPO, A2C or DQN"),
         ("TD3", spaces.Box(-1, 1, (3, 4, 4), np.float32), spaces.Box(-1, 1, (1,)), r"TD3 does not support the observation space Box\(.*Box observations must be flat vectors\. Wrap"),
     ],

@@ -8,6 +8,7 @@ gymnasium wrapper that would help.
 
 from __future__ import annotations
 
+import numpy as np
 from gymnasium import spaces
 
 from lightrl.nn.encoders import is_image_space
@@ -102,8 +103,9 @@ def check_action_space(algo: str, space: spaces.Space, allowed: tuple[type[space
         raise ValueError(f"{what}; it supports {names}. {hint or ACTION_HINT}".strip())
     if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)) and len(space.shape) != 1:
         raise ValueError(f"{what}: {type(space).__name__} actions must be 1-D. Reshape them with a gymnasium.ActionWrapper.")
-    if isinstance(space, spaces.MultiDiscrete) and space.start.any():
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)) and np.any(space.start):
+        # The policies' actions are indices from 0 (what the categorical heads and the Q-values index).
         raise ValueError(
-            f"{what}: MultiDiscrete actions must start at 0 (start={space.start.tolist()}). "
+            f"{what}: {type(space).__name__} actions must start at 0 (start={np.asarray(space.start).tolist()}). "
             "Shift them with a gymnasium.ActionWrapper."
         )
