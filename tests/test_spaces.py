@@ -390,3 +390,22 @@ def test_async_collector_collects_dict_observations():
 def test_resume_with_dict_observations_is_exact(tmp_path, make):
     a, b, c = run_resume_check(make, 200, tmp_path / "b.ckpt")
     assert max_abs_diff(a, b) > 0 and max_abs_diff(a, c) == 0.0
+
+
+def test_replay_buffer_notices_a_cut_stream_of_dict_observations():
+    # Equal contents in a new dict continue the stream; changed contents (an env reset by hand) end the
+    # previous transition as truncated, bootstrapped from the observation the stream had reached.
+    space = DictCounting.observation_space
+    buffer = ReplayBuffer.for_spaces(10, 1, space, spaces.Discrete(2))
+    zero, false = torch.zeros(1), torch.zeros(1, dtype=torch.bool)
+
+    def obs(count):
+        return {"count": torch.tensor([[float(count)]]), "parity": torch.tensor([count % 2])}
+
+    buffer.add(obs(0), torch.zeros(1, dtype=torch.long), zero, false, false, obs(1))
+    buffer.add(obs(1), torch.zeros(1, dtype=torch.long), zero, false, false, obs(2))  # a new dict, same contents
+    buffer.add(obs(7), torch.zeros(1, dtype=torch.long), zero, false, false, obs(8))  # cut: 2 was never acted on
+    assert buffer.truncations[:3, 0].tolist() == [False, True, False]
+    data = buffer.sample(60, generator=torch.Generator().manual_seed(0))
+    pairs = {(int(c), int(n)) for c, n in zip(data["observations"]["count"][:, 0], data["next_observations"]["count"][:, 0])}
+    assert pairs == {(0, 1), (1, 2), (7, 8)}
