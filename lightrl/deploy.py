@@ -9,8 +9,10 @@ Two formats, chosen by the file's suffix:
   process that has only torch.
 
 Both hold the deterministic policy (:meth:`lightrl.policies.base.Policy.act`): one input ``obs``, float32
-observations ``[batch, *obs_shape]`` (images as their 0-255 pixel values), and one output ``actions``:
-int64 for Discrete actions, float32 within the bounds for Box actions. The batch dimension is dynamic.
+observations ``[batch, *obs_shape]`` (images as their 0-255 pixel values; int64 indices ``[batch]`` for a
+Discrete observation space), or for a Dict observation space one such input per key, named after it; and
+one output ``actions``: int64 for Discrete, MultiDiscrete and MultiBinary actions, float32 within the
+bounds for Box actions. The batch dimension is dynamic.
 A JSON description of the spaces and the algorithm is stored with the model (ONNX metadata
 ``lightrl``; the ``.pt2`` archive's extra file ``lightrl.json``).
 """
@@ -37,7 +39,9 @@ ONNX_MISSING = "exporting to ONNX needs the onnx and onnxscript packages: pip in
 
 
 class DeterministicPolicy(nn.Module):
-    """A policy's :meth:`~lightrl.policies.base.Policy.act` with the exported signature: float32 ``obs`` in, ``actions`` out.
+    """A policy's :meth:`~lightrl.policies.base.Policy.act` with the exported signature: ``obs`` in, ``actions`` out.
+
+    ``obs`` is a tensor, or for a Dict observation space a dict of tensors (exported as one input per key).
 
     Args:
         policy: The policy to wrap (a copy of it, on CPU, is what gets exported).
@@ -48,8 +52,8 @@ class DeterministicPolicy(nn.Module):
         self.policy = policy
         self.discrete = not isinstance(policy.action_space, spaces.Box)
 
-    def forward(self, obs: Tensor) -> Tensor:
-        """Actions ``[batch, ...]``: int64 for Discrete spaces, float32 in the bounds for Box spaces."""
+    def forward(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Actions ``[batch, ...]``: int64 for Discrete, MultiDiscrete and MultiBinary spaces, float32 in the bounds for Box spaces."""
         actions = self.policy.act(obs)
         return actions.to(torch.int64) if self.discrete else actions.to(torch.float32)
 
@@ -59,27 +63,51 @@ def deployable(source: Any) -> DeterministicPolicy:
     policy = source if isinstance(source, Policy) else getattr(source, "policy", None)
     if not isinstance(policy, Policy):
         raise TypeError(f"export takes a lightrl algorithm or a lightrl.policies.Policy, got {type(source).__name__}.")
-    if not isinstance(policy.observation_space, spaces.Box):
-        raise ValueError(f"export supports Box observation spaces, got {policy.observation_space}.")
+    space = policy.observation_space
+    parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
+    if not all(isinstance(part, (spaces.Box, spaces.Discrete)) for part in parts):
+        raise ValueError(f"export supports Box, Discrete and Dict observation spaces, got {space}.")
     return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
 
 
-def example_obs(policy: Policy, batch: int = 2) -> Tensor:
-    """A float32 batch of observations from the observation space (a batch of 2: torch.export specialises 1)."""
+def input_names(space: spaces.Space) -> list[str]:
+    """The exported inputs: ``obs``, or a Dict space's keys."""
+    return list(space.spaces) if isinstance(space, spaces.Dict) else ["obs"]
+
+
+def input_dtype(space: spaces.Space) -> torch.dtype:
+    """What an exported input takes: int64 indices for a Discrete space, float32 values for a Box."""
+    return torch.int64 if isinstance(space, spaces.Discrete) else torch.float32
+
+
+def example_obs(policy: Policy, batch: int = 2) -> Tensor | dict[str, Tensor]:
+    """A batch of observations from the observation space, as the exported inputs take them (a batch of 2:
+    torch.export specialises 1); a dict of them for a Dict space."""
     space = policy.observation_space
-    return torch.as_tensor(np.stack([space.sample() for _ in range(batch)])).to(torch.float32)
+    if isinstance(space, spaces.Dict):
+        return {key: sample_batch(part, batch) for key, part in space.spaces.items()}
+    return sample_batch(space, batch)
+
+
+def sample_batch(space: spaces.Space, batch: int) -> Tensor:
+    """``batch`` samples of a Box or Discrete space, with the exported input's dtype."""
+    return torch.as_tensor(np.stack([space.sample() for _ in range(batch)])).to(input_dtype(space))
 
 
 def description(source: Any, policy: Policy) -> dict[str, Any]:
     """What a deployment needs to know beside the graph: the spaces and where the policy comes from."""
     hparams = getattr(source, "hparams", {})
+    space = policy.observation_space
+    parts = space.spaces if isinstance(space, spaces.Dict) else {"obs": space}
     return {
         "algorithm": type(source).__name__,
         "env_id": hparams.get("env_id"),
-        "observation_space": repr(policy.observation_space),
-        "observation_shape": list(policy.observation_space.shape),
+        "observation_space": repr(space),
+        "observation_shape": None if isinstance(space, spaces.Dict) else list(space.shape),
         "action_space": repr(policy.action_space),
-        "inputs": ["obs"],
+        "inputs": input_names(space),
+        "input_shapes": {name: list(part.shape) for name, part in parts.items()},
+        "input_dtypes": {name: str(input_dtype(part)).removeprefix("torch.") for name, part in parts.items()},
         "outputs": ["actions"],
     }
 
@@ -110,24 +138,25 @@ def export(module: Any, path: str | Path) -> Path:
     meta = json.dumps(description(module, wrapper.policy))
     obs = example_obs(wrapper.policy)
     batch = torch.export.Dim("batch", min=1)
+    dynamic = {key: {0: batch} for key in obs} if isinstance(obs, dict) else {0: batch}
     with torch.no_grad():
-        program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": {0: batch}})
+        program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": dynamic})
     if path.suffix == ".pt2":
         torch.export.save(program, path, extra_files={"lightrl.json": meta})
         return path
-    write_onnx(program, path, meta)
+    write_onnx(program, path, meta, input_names(wrapper.policy.observation_space))
     return path
 
 
-def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str) -> None:
-    """Write ``program`` as ONNX with torch's exporter; its input is ``obs`` and its output ``actions``."""
+def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inputs: list[str] | None = None) -> None:
+    """Write ``program`` as ONNX with torch's exporter; its inputs are ``inputs`` (``["obs"]``) and its output ``actions``."""
     try:
         import onnx  # noqa: F401  (needed by torch.onnx.export)
         import onnxscript  # noqa: F401
     except ImportError:
         raise ImportError(ONNX_MISSING) from None
     with quiet_logger("torch.onnx"):  # its registry warns, once per process, about torchvision ops we do not use
-        onnx_program = torch.onnx.export(program, input_names=["obs"], output_names=["actions"], dynamo=True, verbose=False)
+        onnx_program = torch.onnx.export(program, input_names=inputs or ["obs"], output_names=["actions"], dynamo=True, verbose=False)
     model = onnx_program.model_proto
     for value in (*model.graph.input, *model.graph.output):  # the exporter names the dynamic dimension s0, s1...
         value.type.tensor_type.shape.dim[0].dim_param = "batch"

@@ -15,8 +15,7 @@ from gymnasium import spaces
 torch.set_num_threads(1)
 
 COUNTING_ID = "LightrlTest/Counting-v0"
-DICT_OBS_ID = "LightrlTest/DictObs-v0"
-MULTI_BINARY_ID = "LightrlTest/MultiBinaryAction-v0"
+SPACES_ID = "LightrlTest/Spaces-v0"
 
 #: Step at which an even-seeded CountingEnv terminates, and the registered time limit that truncates odd ones.
 TERMINATE_AT = 3
@@ -58,38 +57,24 @@ class CountingEnv(gym.Env):
         return np.array([self.count], dtype=np.float32)
 
 
-class DictObsEnv(gym.Env):
-    """A one-step env with Dict observations (unsupported by PPO)."""
+class SpacesEnv(gym.Env):
+    """A one-step env with the spaces it is given (``env_kwargs``): random observations, for the space checks."""
 
-    observation_space = spaces.Dict({"position": spaces.Box(-1.0, 1.0, (2,), np.float32)})
-    action_space = spaces.Discrete(2)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        return {"position": np.zeros(2, np.float32)}, {}
-
-    def step(self, action: Any):
-        return {"position": np.zeros(2, np.float32)}, 0.0, True, False, {}
-
-
-class MultiBinaryActionEnv(gym.Env):
-    """A one-step env with MultiBinary actions (unsupported by PPO)."""
-
-    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = spaces.MultiBinary(3)
+    def __init__(self, observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None):
+        self.observation_space = observation_space or spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = action_space or spaces.Discrete(2)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
+        return self.observation_space.sample(), {}
 
     def step(self, action: Any):
-        return np.zeros(2, np.float32), 0.0, True, False, {}
+        return self.observation_space.sample(), 0.0, True, False, {}
 
 
 for _id, _cls, _limit in [
     (COUNTING_ID, CountingEnv, MAX_EPISODE_STEPS),
-    (DICT_OBS_ID, DictObsEnv, None),
-    (MULTI_BINARY_ID, MultiBinaryActionEnv, None),
+    (SPACES_ID, SpacesEnv, None),
 ]:
     if _id not in gym.registry:
         gym.register(_id, entry_point=_cls, max_episode_steps=_limit)

@@ -65,10 +65,11 @@ def test_usage_errors_are_one_line_without_traceback():
 
 def test_unsupported_space_error_names_algorithm_and_space(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model", "PPO", "--model.env_id", "FrozenLake-v1"])
+        main(["fit", "--model", "PPO", "--model.env_id", "Blackjack-v1"])  # FrozenLake's Discrete observations work
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lightrl: error: PPO does not support the observation space Discrete(16)")
+    assert err.startswith("lightrl: error: PPO does not support the observation space Tuple(Discrete(32), Discrete(11), Discrete(2))")
+    assert "gymnasium.wrappers.FlattenObservation" in err and len(err.splitlines()) == 1
 
 
 def test_one_line_unwraps_jsonargparse_union_report():

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import COUNTING_ID, DICT_OBS_ID, EVEN_EPISODE, MULTI_BINARY_ID, ODD_EPISODE
+from conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE
 from torch.testing import assert_close
 
 import lightrl
@@ -215,18 +215,6 @@ def test_both_episodes_end_in_one_step():
 
 
 # ----------------------------------------------------------------------------- (d) early, clear errors
-
-
-def test_dict_observations_rejected():
-    with pytest.raises(ValueError, match=r"PPO does not support the observation space Dict\("):
-        lightrl.PPO(env_id=DICT_OBS_ID)
-
-
-def test_multibinary_actions_rejected():
-    with pytest.raises(ValueError, match=r"PPO does not support the action space MultiBinary\(3\)"):
-        lightrl.PPO(env_id=MULTI_BINARY_ID)
-    with pytest.raises(ValueError, match=r"A2C does not support the action space MultiBinary\(3\)"):
-        lightrl.A2C(env_id=MULTI_BINARY_ID)
 
 
 def test_unknown_env_id():

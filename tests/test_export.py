@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 import lightrl
 from lightrl.cli import main
+from space_envs import DISCRETE_OBS_ID, GOAL_BOX_ID, GOAL_DICT_ID, IMAGE_DICT_ID, MULTI_BINARY_ID, MULTI_DISCRETE_ID
 
 onnx_missing = importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None
 requires_onnx = pytest.mark.skipif(onnx_missing, reason="needs onnx, onnxscript and onnxruntime (lightrl[export])")
@@ -66,36 +67,31 @@ def observations(space: spaces.Box, n: int = 1000, seed: int = 0) -> torch.Tenso
     return 3 * torch.randn((n, *space.shape), generator=generator)
 
 
-def run_onnx(path, obs: torch.Tensor) -> np.ndarray:
+def run_onnx(path, inputs: torch.Tensor | dict[str, torch.Tensor]) -> np.ndarray:
+    """The ONNX model's actions for ``inputs`` (a tensor for the input ``obs``, or a tensor per Dict key), 250 rows at a time."""
     import onnxruntime as ort
 
+    inputs = inputs if isinstance(inputs, dict) else {"obs": inputs}
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["obs"] and [o.name for o in session.get_outputs()] == ["actions"]
-    assert session.get_inputs()[0].shape[0] == "batch"  # a dynamic batch dimension
-    return np.concatenate([session.run(["actions"], {"obs": chunk.numpy()})[0] for chunk in obs.split(250)])
+    assert [i.name for i in session.get_inputs()] == list(inputs) and [o.name for o in session.get_outputs()] == ["actions"]
+    assert all(i.shape[0] == "batch" for i in session.get_inputs())  # a dynamic batch dimension
+    n = len(next(iter(inputs.values())))
+    return np.concatenate([session.run(["actions"], {k: v[i : i + 250].numpy() for k, v in inputs.items()})[0] for i in range(0, n, 250)])
 
 
-@requires_onnx
-@pytest.mark.parametrize("make", list(CASES.values()), ids=list(CASES))
-def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
-    torch.manual_seed(0)
-    model = make()
-    policy = model.policy
-    obs = observations(policy.observation_space)
-    with torch.no_grad():
-        expected = policy.act(obs).numpy()
-    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)
+def assert_same_actions(actions: np.ndarray, expected: np.ndarray, space: spaces.Space) -> None:
+    """The exported model's actions are the policy's: equal integers (int64), or floats within 1e-5 in the bounds."""
     assert actions.shape == expected.shape
-    if isinstance(policy.action_space, spaces.Discrete):
-        assert actions.dtype == np.int64
-        np.testing.assert_array_equal(actions, expected)
-        assert len(np.unique(actions)) > 1  # the observations reach more than one action: the comparison can fail
-    else:
+    if isinstance(space, spaces.Box):
         assert actions.dtype == np.float32
         assert np.abs(actions - expected).max() <= 1e-5
-        low, high = policy.action_space.low, policy.action_space.high
-        assert (actions >= low).all() and (actions <= high).all()
+        assert (actions >= space.low).all() and (actions <= space.high).all()
         assert np.ptp(expected, axis=0).min() > 1e-3  # the actions vary in every dimension: the comparison can fail
+    else:  # Discrete, MultiDiscrete and MultiBinary actions
+        assert actions.dtype == np.int64
+        np.testing.assert_array_equal(actions, expected)
+        assert len(np.unique(actions, axis=0)) > 1  # the observations reach more than one action: the comparison can fail
+        assert all(space.contains(a.astype(space.dtype)) for a in actions[:20])
 
 
 @requires_onnx
@@ -230,3 +226,68 @@ def test_cli_rejects_an_output_under_a_file(checkpoint, tmp_path, capsys):
 def test_cli_export_needs_an_output(checkpoint, capsys):
     err = bad_export([str(checkpoint[0])], capsys)
     assert "--output" in err
+
+
+# ------------------------------------------------------------------------------------------ every space
+
+
+SPACE_CASES = {
+    "ppo-dict-with-discrete-part": lambda: lightrl.PPO(GOAL_DICT_ID),
+    "ppo-dict-image-and-vector": lambda: lightrl.PPO(IMAGE_DICT_ID),
+    "dqn-dict": lambda: lightrl.DQN(GOAL_DICT_ID),
+    "dqn-dict-image-and-vector": lambda: lightrl.DQN(IMAGE_DICT_ID),
+    "ppo-discrete-obs": lambda: lightrl.PPO(DISCRETE_OBS_ID),
+    "dqn-discrete-obs": lambda: lightrl.DQN(DISCRETE_OBS_ID),
+    "ppo-multi-discrete": lambda: lightrl.PPO(MULTI_DISCRETE_ID),
+    "a2c-multi-binary": lambda: lightrl.A2C(MULTI_BINARY_ID),
+    "sac-dict": lambda: lightrl.SAC(GOAL_BOX_ID),
+    "td3-dict": lambda: lightrl.TD3(GOAL_BOX_ID),
+}
+
+
+def space_observations(space: spaces.Space, n: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The exported inputs, by name: ``obs``, or a Dict's keys; int64 indices for Discrete spaces."""
+    def part(sub: spaces.Space, offset: int) -> torch.Tensor:
+        if isinstance(sub, spaces.Discrete):
+            return torch.randint(int(sub.n), (n,), generator=torch.Generator().manual_seed(seed + offset))
+        return observations(sub, n, seed + offset)
+
+    if isinstance(space, spaces.Dict):
+        return {key: part(sub, i) for i, (key, sub) in enumerate(space.spaces.items())}
+    return {"obs": part(space, 0)}
+
+
+def policy_input(space: spaces.Space, inputs: dict[str, torch.Tensor]):
+    return inputs if isinstance(space, spaces.Dict) else inputs["obs"]
+
+
+@requires_onnx
+@pytest.mark.parametrize("make", [*CASES.values(), *SPACE_CASES.values()], ids=[*CASES, *SPACE_CASES])
+def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
+    torch.manual_seed(0)
+    model = make()
+    policy = model.policy
+    if not isinstance(policy.action_space, spaces.Box) and not isinstance(policy.observation_space, spaces.Box):
+        with torch.no_grad():  # fresh networks can be nearly constant; perturbed ones pick more than one action
+            for p in policy.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    inputs = space_observations(policy.observation_space)
+    obs = policy_input(policy.observation_space, inputs)
+    with torch.no_grad():
+        expected = policy.act(obs).numpy()
+    actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)  # one input per Dict key, named after it
+    assert_same_actions(actions, expected, policy.action_space)
+
+
+def test_pt2_takes_a_dict_of_observations_and_describes_its_inputs(tmp_path):
+    model = lightrl.PPO(GOAL_DICT_ID)
+    path = lightrl.export(model, tmp_path / "policy.pt2")
+    extra = {"lightrl.json": ""}
+    program = torch.export.load(path, extra_files=extra).module()
+    meta = json.loads(extra["lightrl.json"])
+    assert meta["inputs"] == ["goal", "position"] and meta["observation_shape"] is None
+    assert meta["input_shapes"] == {"goal": [], "position": [1]} and meta["input_dtypes"] == {"goal": "int64", "position": "float32"}
+    for n in (1, 5):
+        obs = space_observations(model.observation_space, n=n)
+        with torch.no_grad():
+            assert torch.equal(program(obs), model.policy.act(obs))

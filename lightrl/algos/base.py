@@ -30,7 +30,7 @@ from lightrl.data.async_collector import COLLECTORS
 from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
-from lightrl.envs.spaces import check_space
+from lightrl.envs.spaces import check_action_space, check_observation_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env
 from lightrl.errors import NonFiniteError
 from lightrl.optim import clip_grad_norm_
@@ -114,9 +114,12 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
                 ...  # step self.collector with self.policy, yield batches until self.budget_reached
     """
 
-    #: Space classes the algorithm accepts; checked by :meth:`probe_spaces`.
+    #: Space classes the algorithm accepts; checked by :meth:`probe_spaces` (with ``spaces.Dict``, a Dict of
+    #: the others, one level deep).
     observation_spaces: tuple[type[spaces.Space], ...] = (spaces.Box,)
     action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
+    #: Whether ``(C, H, W)`` uint8 image observations (or Dict parts) are accepted.
+    image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
     #: Whether ``collector="async"`` works: the algorithm collects through ``self.collector.collect`` with an
@@ -195,9 +198,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         finally:
             env.close()
         name = type(self).__name__
-        check_space(name, "observation", obs_space, self.observation_spaces,
-                    "Convert observations to a flat Box or (C, H, W) image with a gymnasium wrapper.")
-        check_space(name, "action", action_space, self.action_spaces, self.action_space_hint)
+        check_observation_space(name, obs_space, self.observation_spaces, self.image_observations)
+        check_action_space(name, action_space, self.action_spaces, self.action_space_hint)
         self.observation_space, self.action_space = obs_space, action_space
         return obs_space, action_space
 

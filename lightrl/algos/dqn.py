@@ -43,7 +43,7 @@ class DQN(OffPolicyAlgorithm):
 
     Args:
         env_id: Gymnasium id; Box observations (vectors, or ``(C, H, W)`` uint8 images for the Nature-CNN),
-            Discrete actions.
+            Discrete or Dict observations, Discrete actions.
         num_envs: Sub-envs per process.
         learning_rate: Adam's learning rate.
         buffer_size: Replay buffer capacity per process.
@@ -195,10 +195,12 @@ class DQN(OffPolicyAlgorithm):
         online network. The targets are then those computed step by step, from forward passes over
         ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
         of ``num_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
-        in cache, which a single pass over all rows would not. None with ``double_q``, or for images
-        (whose activations would take too much memory), which are computed step by step.
+        in cache, which a single pass over all rows would not. None with ``double_q``, for images
+        (whose activations would take too much memory), or for Discrete and Dict observations, which
+        are computed step by step.
         """
-        if self.hparams.double_q or len(self.observation_space.shape) != 1:
+        space = self.observation_space
+        if self.hparams.double_q or not isinstance(space, spaces.Box) or len(space.shape) != 1:
             return None
         num_steps, batch_size = batch["rewards"].shape
         next_q = torch.cat([self.target_network(chunk) for chunk in batch["next_observations"].flatten(0, 1).split(2048)])

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightrl.algos.base import RLModule, require
-from lightrl.data.collector import obs_dtype
 from lightrl.data.experience import Transitions
 from lightrl.data.replay import ReplayBuffer
 from lightrl.errors import NonFiniteError
+from lightrl.nn.encoders import observation_encoder
 from lightrl.optim import adam
 
 #: With ``phases_per_training_step=None``, a ``training_step`` runs update phases until it holds this many gradient steps.
@@ -70,6 +70,8 @@ class OffPolicyAlgorithm(RLModule):
             in the RL-zoo DQN recipe's 128-step phases).
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
+
+    observation_spaces = (spaces.Box, spaces.Discrete, spaces.Dict)
 
     def __init__(
         self,
@@ -134,16 +136,8 @@ class OffPolicyAlgorithm(RLModule):
     def on_fit_start(self) -> None:
         # Here, unlike in setup(), the module is on its device: the buffer is allocated there.
         if self.replay_buffer is None:
-            obs_space, action_space = self.observation_space, self.action_space
-            discrete = isinstance(action_space, spaces.Discrete)
-            self.replay_buffer = ReplayBuffer(
-                self.hparams.buffer_size,
-                self.hparams.num_envs,
-                obs_space.shape,
-                obs_dtype(obs_space),
-                () if discrete else action_space.shape,
-                torch.int64 if discrete else torch.float32,
-                self.device,
+            self.replay_buffer = ReplayBuffer.for_spaces(
+                self.hparams.buffer_size, self.hparams.num_envs, self.observation_space, self.action_space, self.device
             )
             # Sampling and exploration draw from their own generators, seeded per rank, so runs repeat exactly.
             rank = self.trainer.global_rank
@@ -225,7 +219,7 @@ class OffPolicyAlgorithm(RLModule):
         """``num_steps * batch_size`` transitions in one draw, shaped ``[num_steps, batch_size, ...]``."""
         hp = self.hparams
         data = self.replay_buffer.sample(num_steps * hp.batch_size, hp.n_step, hp.gamma, self._sampler)
-        return {key: value.view(num_steps, hp.batch_size, *value.shape[1:]) for key, value in data.items()}
+        return {key: steps_view(value, num_steps, hp.batch_size) for key, value in data.items()}
 
     # ----------------------------------------------------------------- training
     def training_step(self, dataloader_iter: Iterator) -> None:
@@ -283,12 +277,23 @@ class OffPolicyAlgorithm(RLModule):
             )
 
 
-def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box]:
-    """Probe the env and return ``(obs_dim, action_space)``; SAC and TD3 take flat vector observations."""
+def steps_view(value: Tensor | dict[str, Tensor], num_steps: int, batch_size: int) -> Tensor | list[dict[str, Tensor]]:
+    """``[num_steps * batch_size, ...]`` samples as ``[num_steps, batch_size, ...]``; a list of ``num_steps``
+    dicts for Dict observations (what the training loops iterate over, one gradient step each)."""
+    if isinstance(value, dict):
+        parts = {key: steps_view(part, num_steps, batch_size) for key, part in value.items()}
+        return [{key: part[i] for key, part in parts.items()} for i in range(num_steps)]
+    return value.view(num_steps, batch_size, *value.shape[1:])
+
+
+def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box, nn.Module | None]:
+    """Probe the env and return ``(obs_dim, action_space, encoder)`` for SAC and TD3.
+
+    They take flat vector observations as they are; Discrete and Dict observations (without images) through
+    a parameter-free encoder (one-hot, flatten, concatenate), whose output size is then ``obs_dim``.
+    """
     obs_space, action_space = module.probe_spaces()
-    require(
-        len(obs_space.shape) == 1,
-        f"{type(module).__name__} takes flat vector observations, got the observation space {obs_space}. "
-        "Flatten them with gymnasium.wrappers.FlattenObservation.",
-    )
-    return int(np.prod(obs_space.shape)), action_space
+    encoder = observation_encoder(obs_space)
+    if encoder is None:
+        return int(np.prod(obs_space.shape)), action_space, None
+    return encoder.out_features, action_space, encoder

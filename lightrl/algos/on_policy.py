@@ -6,6 +6,7 @@ import math
 from typing import Any, Iterator, Sequence
 
 import torch
+from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
@@ -28,6 +29,9 @@ class OnPolicyAlgorithm(RLModule):
         hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations).
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
+
+    observation_spaces = (spaces.Box, spaces.Discrete, spaces.Dict)
+    action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
     def __init__(self, num_steps: int, gamma: float, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
         super().__init__(**kwargs)

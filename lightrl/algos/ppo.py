@@ -11,6 +11,7 @@ from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
+from lightrl.data.storage import index_split
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.optim import adam
 
@@ -56,7 +57,8 @@ class PPO(OnPolicyAlgorithm):
     Trainer's precision and strategy apply). Defaults are CleanRL's.
 
     Args:
-        env_id: Gymnasium id; Box observations (vectors or images), Discrete or Box actions.
+        env_id: Gymnasium id; Box (vectors or images), Discrete or Dict observations; Discrete, Box,
+            MultiDiscrete or MultiBinary actions.
         num_envs: Sub-envs per process.
         num_steps: Vector steps per rollout.
         learning_rate: Adam's learning rate.
@@ -136,12 +138,12 @@ class PPO(OnPolicyAlgorithm):
         hp = self.hparams
         optimizer = self.optimizers()
         minibatch_loss = self._compiled_loss or ppo_minibatch_loss
-        n = batch["obs"].shape[0]
+        n = batch["values"].shape[0]
         minibatch_size = n // hp.num_minibatches
         for _epoch in range(hp.update_epochs):
             perm = torch.randperm(n, device=self.device)
             # One gather per field and epoch; the minibatches are then views (same samples as batch[key][mb]).
-            minibatches = zip(*(batch[key][perm].split(minibatch_size) for key in MINIBATCH_KEYS))
+            minibatches = zip(*(index_split(batch[key], perm, minibatch_size) for key in MINIBATCH_KEYS))
             for i, minibatch in enumerate(minibatches):
                 last = i == hp.num_minibatches - 1  # diagnostics of the epoch's last minibatch: target_kl and logging
                 loss, pg_loss, v_loss, entropy_loss, stats = minibatch_loss(

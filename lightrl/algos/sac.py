@@ -76,7 +76,7 @@ class SAC(OffPolicyAlgorithm):
     ``strategy="ddp_find_unused_parameters_true"``: no backward pass reaches every parameter.
 
     Args:
-        env_id: Gymnasium id; flat Box observations, bounded 1-D Box actions.
+        env_id: Gymnasium id; flat Box, Discrete or Dict (without images) observations, bounded 1-D Box actions.
         num_envs: Sub-envs per process.
         buffer_size: Replay buffer capacity per process.
         gamma: Discount factor.
@@ -103,6 +103,7 @@ class SAC(OffPolicyAlgorithm):
 
     supports_async_collector = True
     action_spaces = (spaces.Box,)
+    image_observations = False
     action_space_hint = "SAC needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
 
     def __init__(
@@ -135,12 +136,12 @@ class SAC(OffPolicyAlgorithm):
         require(target_network_frequency > 0, f"target_network_frequency must be a positive number of gradient steps, got {target_network_frequency}.")
         require(alpha >= 0, f"alpha must be non-negative, got {alpha}.")
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
-        obs_dim, action_space = check_continuous(self)
+        obs_dim, action_space, encoder = check_continuous(self)
         action_dim = int(np.prod(action_space.shape))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes)
-            self.critic = TwinQ(obs_dim, action_dim, hidden_sizes)
+            actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes, encoder)
+            self.critic = TwinQ(obs_dim, action_dim, hidden_sizes, encoder)
         self.policy = SquashedGaussianPolicy(actor, self.observation_space, action_space, learning_starts)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.target_entropy = -float(action_dim)

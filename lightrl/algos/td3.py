@@ -70,7 +70,7 @@ class TD3(OffPolicyAlgorithm):
     DDP pass ``strategy="ddp_find_unused_parameters_true"``.
 
     Args:
-        env_id: Gymnasium id; flat Box observations, bounded 1-D Box actions.
+        env_id: Gymnasium id; flat Box, Discrete or Dict (without images) observations, bounded 1-D Box actions.
         num_envs: Sub-envs per process.
         learning_rate: Adam's learning rate for the actor and the critics.
         buffer_size: Replay buffer capacity per process.
@@ -96,6 +96,7 @@ class TD3(OffPolicyAlgorithm):
 
     supports_async_collector = True
     action_spaces = (spaces.Box,)
+    image_observations = False
     action_space_hint = "TD3 needs Box (continuous) actions: use DQN (or PPO) for Discrete actions."
 
     def __init__(
@@ -127,11 +128,11 @@ class TD3(OffPolicyAlgorithm):
         require(exploration_noise >= 0, f"exploration_noise must be non-negative, got {exploration_noise}.")
         require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
-        obs_dim, action_space = check_continuous(self)
+        obs_dim, action_space, encoder = check_continuous(self)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.hparams.seed)
-            actor = DeterministicActor(obs_dim, action_space, hidden_sizes)
-            self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes)
+            actor = DeterministicActor(obs_dim, action_space, hidden_sizes, encoder)
+            self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes, encoder)
         self.policy = GaussianNoisePolicy(actor, self.observation_space, action_space, exploration_noise, learning_starts)
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)

@@ -13,14 +13,10 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from lightrl.data.storage import Observations, map_obs, obs_dtypes
 from lightrl.envs.vector import episode_stats, final_observations, make_vec_env
 from lightrl.errors import NonFiniteError
 from lightrl.timing import IterationTimer
-
-
-def obs_dtype(space: spaces.Space) -> torch.dtype:
-    """Storage dtype of observations: uint8 images stay uint8, everything else is float32."""
-    return torch.uint8 if space.dtype == np.uint8 else torch.float32
 
 
 @dataclass
@@ -28,14 +24,15 @@ class StepResult:
     """What one vector step returned, as tensors on the collector's device.
 
     ``next_obs`` holds the reset observation for sub-envs whose episode ended (SAME_STEP autoreset);
-    ``final_obs`` maps those sub-envs to the true last observation of the episode.
+    ``final_obs`` maps those sub-envs to the true last observation of the episode. Observations of a
+    Dict space are dicts of tensors (see :mod:`lightrl.data.storage`).
     """
 
-    next_obs: Tensor
+    next_obs: Observations
     rewards: Tensor
     terminated: Tensor
     truncated: Tensor
-    final_obs: dict[int, Tensor] = field(default_factory=dict)
+    final_obs: dict[int, Observations] = field(default_factory=dict)
     episodes: list[tuple[int, float, int]] = field(default_factory=list)
     """``(sub-env index, return, length)`` of each episode that ended in this step."""
 
@@ -126,17 +123,29 @@ class Collector(EpisodeStats):
         self.timer = timer if timer is not None else IterationTimer()
         self.acting_context = acting_context
         self.num_envs = envs.num_envs
-        self.obs_dtype = obs_dtype(envs.single_observation_space)
+        obs_space = envs.single_observation_space
+        #: The storage dtype of the observations, or of each part of a Dict's (then a dict).
+        self.obs_dtype = obs_dtypes(obs_space)
+        #: The float parts of a Dict observation, checked for NaN and Inf; None for a Box or Discrete space.
+        self._float_keys = [key for key, dtype in self.obs_dtype.items() if dtype.is_floating_point] if isinstance(obs_space, spaces.Dict) else None
         space = envs.single_action_space
-        self._discrete = isinstance(space, spaces.Discrete)
-        self._low, self._high = (None, None) if self._discrete else (space.low, space.high)
-        self.obs: Tensor | None = None
+        # Integer actions go to the env as they are, Box actions clipped, MultiBinary ones as int8.
+        self._discrete = isinstance(space, (spaces.Discrete, spaces.MultiDiscrete))
+        self._low, self._high = (space.low, space.high) if isinstance(space, spaces.Box) else (None, None)
+        self.obs: Observations | None = None
         super().__init__()
 
-    def to_tensor(self, obs: np.ndarray) -> Tensor:
-        """An observation batch as a tensor of the storage dtype on the collector's device."""
+    def to_tensor(self, obs: Any) -> Observations:
+        """An observation batch (or one observation) as a tensor of the storage dtype on the collector's
+        device; a dict of them for a Dict space."""
+        if self._float_keys is not None:
+            return {key: self._tensor(obs[key], dtype) for key, dtype in self.obs_dtype.items()}
         x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=self.obs_dtype)
+
+    def _tensor(self, array: Any, dtype: torch.dtype) -> Tensor:
+        x = torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.as_tensor(array)
+        return x.to(device=self.device, dtype=dtype)
 
     @classmethod
     def from_spec(
@@ -159,7 +168,7 @@ class Collector(EpisodeStats):
     def publish(self, policy: Any) -> None:
         """Called after each training step; the policy acting here is the trained one, so nothing to do."""
 
-    def reset(self) -> Tensor:
+    def reset(self) -> Observations:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""
         obs, _ = self.envs.reset()
         self.obs = self.to_tensor(obs)
@@ -168,8 +177,12 @@ class Collector(EpisodeStats):
     def env_actions(self, actions: Tensor) -> np.ndarray:
         """Policy actions as the env takes them: integer arrays, or Box actions clipped to the bounds."""
         actions = actions.detach().cpu().numpy()
+        if self._discrete:
+            return actions
+        if self._low is None:  # MultiBinary: the 0.0/1.0 samples as the space's int8
+            return actions.astype(np.int8)
         # np.clip's values, from its two ufuncs without its dispatch layers
-        return actions if self._discrete else np.minimum(np.maximum(actions, self._low), self._high)
+        return np.minimum(np.maximum(actions, self._low), self._high)
 
     def step(self, actions: Tensor) -> StepResult:
         """Step every sub-env with ``actions`` and move the current observation on."""
@@ -177,7 +190,10 @@ class Collector(EpisodeStats):
             self.reset()
         next_obs, rewards, terminated, truncated, infos = self.envs.step(self.env_actions(actions))
         check_finite("rewards", rewards)
-        if self.obs_dtype.is_floating_point:
+        if self._float_keys is not None:
+            for key in self._float_keys:
+                check_finite(f"observations[{key!r}]", next_obs[key])
+        elif self.obs_dtype.is_floating_point:
             check_finite("observations", next_obs)
         envs_done, returns, lengths = episode_stats(infos)
         episodes = list(zip(envs_done.tolist(), returns.tolist(), lengths.tolist()))
@@ -202,7 +218,7 @@ class Collector(EpisodeStats):
         """The current observation, the envs' state and the episode statistics not yet logged."""
         get_state = getattr(self.envs, "get_state", None)
         return {
-            "obs": None if self.obs is None else self.obs.cpu(),
+            "obs": None if self.obs is None else map_obs(Tensor.cpu, self.obs),
             "envs": get_state() if get_state else {"error": f"{type(self.envs).__name__} has no get_state()"},
             **self.episode_state(),
         }
@@ -212,7 +228,7 @@ class Collector(EpisodeStats):
         self.load_episode_state(state)
         set_state = getattr(self.envs, "set_state", None)
         restored = set_state is not None and state["obs"] is not None and set_state(state["envs"])
-        self.obs = state["obs"].to(self.device) if restored else None
+        self.obs = map_obs(lambda x: x.to(self.device), state["obs"]) if restored else None
         return restored
 
     def close(self) -> None:

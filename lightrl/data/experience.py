@@ -51,7 +51,7 @@ class Rollouts:
         if collector.obs is None:
             collector.reset()
         buffer = self.buffer
-        if buffer is None or buffer.obs.device != collector.device:
+        if buffer is None or buffer.device != collector.device:
             buffer = self.buffer = RolloutBuffer(self.num_steps, collector.num_envs, policy.observation_space, policy.action_space, collector.device)
         timer, sample = collector.timer, policy.sample
         tic = timer.start()

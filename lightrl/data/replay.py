@@ -7,7 +7,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import Tensor
+
+from lightrl.data.storage import DictPacker, action_storage, obs_dtype
 
 
 class ReplayBuffer:
@@ -29,6 +32,10 @@ class ReplayBuffer:
       observation, with ``terminations=0`` so the target bootstraps from it.
     - A stream that is cut (``obs`` passed to :meth:`add` differs from the previous ``next_obs`` of a
       sub-env whose episode did not end, e.g. after a manual ``reset()``) is stored as a truncation.
+
+    Dict observations (a buffer made by :meth:`for_spaces`) are stored once too: each as one row of bytes
+    holding its parts side by side (:class:`~lightrl.data.storage.DictPacker`), so that everything above
+    holds unchanged; :meth:`add` takes and :meth:`sample` returns dicts of tensors.
 
     Args:
         capacity: Number of transitions to keep in this process, rounded up to a multiple of ``num_envs``.
@@ -91,7 +98,33 @@ class ReplayBuffer:
         self.final_slot = torch.full((rows, n), -1, dtype=torch.int32, device=self.device)
         self.num_adds = 0
         self._last_next_obs: Tensor | None = None  # the next_obs of the last add, to skip comparing it with obs
+        #: Packs Dict observations into rows of bytes (:meth:`for_spaces`); None for tensor observations.
+        self.packer: DictPacker | None = None
+        self._last_next_dict: dict[str, Tensor] | None = None  # the dict behind _last_next_obs, with a packer
         self._index_views(host=self.device.type == "cpu")
+
+    @classmethod
+    def for_spaces(
+        cls,
+        capacity: int,
+        num_envs: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: torch.device | str = "cpu",
+    ) -> ReplayBuffer:
+        """A buffer for an env's single observation and action spaces: Box, Discrete, or a Dict of those.
+
+        Example::
+
+            rb = ReplayBuffer.for_spaces(100_000, envs.num_envs, envs.single_observation_space, envs.single_action_space)
+        """
+        action_shape, action_dtype = action_storage(action_space)
+        if not isinstance(observation_space, spaces.Dict):
+            return cls(capacity, num_envs, observation_space.shape, obs_dtype(observation_space), action_shape, action_dtype, device)
+        packer = DictPacker(observation_space)
+        buffer = cls(capacity, num_envs, (packer.nbytes,), torch.uint8, action_shape, action_dtype, device)
+        buffer.packer = packer
+        return buffer
 
     def _index_views(self, host: bool) -> None:
         """The views that add() and one-step sampling index: numpy arrays with ``host``, else the tensors.
@@ -163,6 +196,8 @@ class ReplayBuffer:
         Raises:
             ValueError: on a shape mismatch, or a truncated sub-env missing from ``final_obs``.
         """
+        if self.packer is not None:
+            obs, next_obs, final_obs = self._pack(obs, next_obs, final_obs)
         obs = self._as_batch(obs, self.obs_shape, self.obs_dtype, "obs")
         next_obs = self._as_batch(next_obs, self.obs_shape, self.obs_dtype, "next_obs")
         action = self._as_batch(action, self.action_shape, self.action_dtype, "action")
@@ -201,6 +236,13 @@ class ReplayBuffer:
         ring["observations"][(k + 1) % (rows + 1)] = as_array(next_obs)
         self._last_next_obs = next_obs
         self.num_adds = k + 1
+
+    def _pack(self, obs: Any, next_obs: Any, final_obs: Mapping[int, Any] | None) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+        """Dict observations as rows of bytes; the dict passed as ``next_obs`` last time gives the same packed tensor."""
+        packed = self._last_next_obs if obs is self._last_next_dict and obs is not None else self.packer.pack(obs)
+        self._last_next_dict = next_obs
+        finals = {i: self.packer.pack(value, batch=False) for i, value in (final_obs or {}).items()}
+        return packed, self.packer.pack(next_obs), finals
 
     def _join_stream(self, obs: Tensor, prev_row: int, pending: Tensor) -> None:
         """Make ``obs`` the start of this step, marking the previous transition truncated where the stream is cut."""
@@ -277,7 +319,8 @@ class ReplayBuffer:
             - ``discounts``: ``[B]`` float32, ``gamma**k``, so that the target is
               ``rewards + discounts * (1 - terminations) * V(next_observations)``.
 
-            Here ``k = n_step``, or fewer if the episode ended earlier.
+            Here ``k = n_step``, or fewer if the episode ended earlier. With Dict observations
+            (:meth:`for_spaces`), ``observations`` and ``next_observations`` are dicts of such tensors.
 
         Raises:
             ValueError: on bad arguments, or if no transition can be sampled yet.
@@ -290,8 +333,14 @@ class ReplayBuffer:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
         if self.num_adds == 0:
             raise ValueError("The replay buffer is empty: add() transitions before sampling (see learning_starts).")
-        if n_step == 1:
-            return self._sample_one_step(batch_size, gamma, generator)
+        data = self._sample_one_step(batch_size, gamma, generator) if n_step == 1 else self._sample_n_step(batch_size, n_step, gamma, generator)
+        if self.packer is not None:
+            data["observations"] = self.packer.unpack(data["observations"])
+            data["next_observations"] = self.packer.unpack(data["next_observations"])
+        return data
+
+    def _sample_n_step(self, batch_size: int, n_step: int, gamma: float, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """:meth:`sample` with ``n_step > 1``."""
         ages, envs = self._sample_starts(batch_size, n_step, generator)
         start = self.num_adds - 1 - ages  # global index of each start transition
         rows = self.num_rows
@@ -432,6 +481,7 @@ class ReplayBuffer:
         self.final_used = state_dict["final_used"].to(self.device, torch.bool, copy=True)
         self.num_adds = int(state_dict["num_adds"])
         self._last_next_obs = None
+        self._last_next_dict = None
 
 
 def _same(x: Any) -> Any:

@@ -6,38 +6,41 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.data.collector import StepResult, obs_dtype
+from lightrl.data.collector import StepResult
+from lightrl.data.storage import Observations, action_storage, stack_obs, zeros
 
 
 class RolloutBuffer:
     """One rollout of ``num_steps`` vector steps: what PPO and A2C learn from.
 
     Truncated episodes keep their final observation on the side (``truncated_obs``) so that the
-    return is bootstrapped from it; terminated ones need none.
+    return is bootstrapped from it; terminated ones need none. The observations of a Dict space are a
+    dict of tensors, one per key (see :mod:`lightrl.data.storage`).
 
     Args:
         num_steps: Vector steps per rollout.
         num_envs: Sub-envs in this process.
         observation_space: The single-env observation space.
-        action_space: The single-env action space (Discrete or Box).
+        action_space: The single-env action space (Discrete, Box, MultiDiscrete or MultiBinary).
         device: Where the tensors live.
     """
 
     def __init__(self, num_steps: int, num_envs: int, observation_space: spaces.Space, action_space: spaces.Space, device="cpu"):
         self.num_steps, self.num_envs = num_steps, num_envs
         shape = (num_steps, num_envs)
-        discrete = isinstance(action_space, spaces.Discrete)
-        self.obs = torch.zeros(shape + observation_space.shape, dtype=obs_dtype(observation_space), device=device)
-        self.actions = torch.zeros(shape + (() if discrete else action_space.shape), dtype=torch.long if discrete else torch.float32, device=device)
+        action_shape, action_dtype = action_storage(action_space)
+        self.obs = zeros(shape, observation_space, device)
+        self.actions = torch.zeros(shape + action_shape, dtype=action_dtype, device=device)
         self.logprobs = torch.zeros(shape, device=device)
         self.values = torch.zeros(shape, device=device)
         self.rewards = torch.zeros(shape, device=device)
         self.terminated = torch.zeros(shape, device=device)
         self.truncated = torch.zeros(shape, device=device)
-        self.truncated_obs: list[tuple[int, int, Tensor]] = []
+        self.device = self.rewards.device
+        self.truncated_obs: list[tuple[int, int, Observations]] = []
         self._pending: tuple[list[Tensor], ...] = tuple([] for _ in range(7))  # this rollout's steps, per field
 
-    def add(self, t: int, obs: Tensor, action: Tensor, logprob: Tensor, value: Tensor, step: StepResult) -> None:
+    def add(self, t: int, obs: Observations, action: Tensor, logprob: Tensor, value: Tensor, step: StepResult) -> None:
         """Store vector step ``t``: the observation acted on, what the policy did, and what the env returned.
 
         Steps come in order, ``t = 0, 1, ..., num_steps - 1``. They are kept in lists and written into the
@@ -64,10 +67,11 @@ class RolloutBuffer:
     @torch.no_grad()
     def _write(self) -> None:
         for column, tensor in zip(self._pending, self._columns()):
-            if column[0].dtype == tensor.dtype and column[0].device == tensor.device:
-                torch.stack(column, out=tensor)
-            else:  # e.g. bool terminations, or bf16 values under autocast
-                tensor.copy_(torch.stack(column))
+            if isinstance(tensor, dict):  # Dict observations: key by key
+                for key, part in tensor.items():
+                    stack_into([obs[key] for obs in column], part)
+            else:
+                stack_into(column, tensor)
 
     def _columns(self) -> tuple[Tensor, ...]:
         return (self.obs, self.actions, self.logprobs, self.values, self.rewards, self.terminated, self.truncated)
@@ -85,18 +89,33 @@ class RolloutBuffer:
             next_values[list(t), list(i)] = truncated_values.to(next_values.dtype)
         return next_values
 
-    def stacked_truncated_obs(self) -> Tensor:
+    def stacked_truncated_obs(self) -> Observations:
         """The final observations of the truncated episodes, stacked in ``truncated_obs`` order."""
-        return torch.stack([obs for _, _, obs in self.truncated_obs])
+        return stack_obs([obs for _, _, obs in self.truncated_obs])
 
     def flatten(self, advantages: Tensor, returns: Tensor) -> dict[str, Tensor]:
         """The rollout as one batch of ``num_steps * num_envs`` samples, the training_step's input."""
         n = self.num_steps * self.num_envs
         return {
-            "obs": self.obs.reshape((n,) + self.obs.shape[2:]),
+            "obs": flat_obs(self.obs, n),
             "actions": self.actions.reshape((n,) + self.actions.shape[2:]),
             "logprobs": self.logprobs.reshape(n),
             "values": self.values.reshape(n),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
         }
+
+
+def stack_into(column: list[Tensor], tensor: Tensor) -> None:
+    """Write ``torch.stack(column)`` into ``tensor``."""
+    if column[0].dtype == tensor.dtype and column[0].device == tensor.device:
+        torch.stack(column, out=tensor)
+    else:  # e.g. bool terminations, or bf16 values under autocast
+        tensor.copy_(torch.stack(column))
+
+
+def flat_obs(obs: Observations, n: int) -> Observations:
+    """``[num_steps, num_envs, ...]`` observations as ``[n, ...]`` (key by key for a dict)."""
+    if isinstance(obs, dict):
+        return {key: flat_obs(value, n) for key, value in obs.items()}
+    return obs.reshape((n,) + obs.shape[2:])

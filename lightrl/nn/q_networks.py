@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightrl.nn.actor_critic import is_image_space
 from lightrl.nn.cnn import NatureCNN
+from lightrl.nn.encoders import is_image_space, observation_encoder
 from lightrl.nn.mlp import input_major, sequential_forward
 
 #: Bounds of the SAC actor's log standard deviation (CleanRL's ``LOG_STD_MIN``/``LOG_STD_MAX``).
@@ -53,15 +53,22 @@ def action_bounds(action_space: spaces.Box) -> tuple[Tensor, Tensor]:
     return scale, bias
 
 
+def flat_features(obs: Tensor | dict[str, Tensor], encoder: nn.Module | None) -> Tensor:
+    """The float32 vectors the MLPs of SAC and TD3 take: flat Box observations as they are, others encoded."""
+    return obs.flatten(1).float() if encoder is None else encoder(obs)
+
+
 class QNetwork(nn.Module):
     """Q-values of every discrete action, with an optional dueling head (Wang et al. 2016).
 
     Vector observations go through ``Linear``-``ReLU`` layers of widths ``hidden_sizes``. Image observations
     (``(C, H, W)`` uint8) go through the Nature-CNN (Mnih et al. 2015), whose linear layer has
-    ``hidden_sizes[0]`` units (512 in the paper); any further ``hidden_sizes`` follow it.
+    ``hidden_sizes[0]`` units (512 in the paper); any further ``hidden_sizes`` follow it. Discrete and Dict
+    observations are encoded first (:func:`lightrl.nn.encoders.observation_encoder`), then go through the
+    ``hidden_sizes`` layers.
 
     Args:
-        observation_space: A Box of flat vectors or ``(C, H, W)`` uint8 images.
+        observation_space: A Box of flat vectors or ``(C, H, W)`` uint8 images, a Discrete, or a Dict of those.
         action_space: A Discrete space.
         hidden_sizes: Widths of the fully connected hidden layers.
         dueling: Split the head into a state value and action advantages, ``Q = V + A - mean(A)``.
@@ -75,16 +82,19 @@ class QNetwork(nn.Module):
 
     def __init__(
         self,
-        observation_space: spaces.Box,
+        observation_space: spaces.Space,
         action_space: spaces.Discrete,
         hidden_sizes: Sequence[int] = (120, 84),
         dueling: bool = False,
     ):
         super().__init__()
         num_actions = int(action_space.n)
+        encoder = observation_encoder(observation_space)
         if is_image_space(observation_space):
             cnn = NatureCNN(observation_space.shape[0], features_dim=hidden_sizes[0], image_size=observation_space.shape[1:])
             self.encoder: nn.Module = nn.Sequential(cnn, dense(hidden_sizes[0], hidden_sizes[1:]))
+        elif encoder is not None:
+            self.encoder = nn.Sequential(encoder, dense(encoder.out_features, hidden_sizes))
         else:
             self.encoder = dense(int(np.prod(observation_space.shape)), hidden_sizes)
         width = hidden_sizes[-1]
@@ -92,7 +102,7 @@ class QNetwork(nn.Module):
         self.head = nn.Linear(width, num_actions)  # the advantages when dueling
         self.value_head = nn.Linear(width, 1) if dueling else None
 
-    def forward(self, obs: Tensor) -> Tensor:
+    def forward(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
         """Q-values ``[B, num_actions]``."""
         hidden = sequential_forward(self.encoder, obs)  # same ops as self.encoder(obs), less call overhead
         advantages = F.linear(hidden, self.head.weight, self.head.bias)
@@ -105,24 +115,27 @@ class TwinQ(nn.Module):
     """Two independent critics ``Q1(s, a)`` and ``Q2(s, a)`` (clipped double Q, Fujimoto et al. 2018).
 
     Args:
-        obs_dim: Size of a flat observation.
+        obs_dim: Size of a flat observation (of the encoder's output with ``encoder``).
         action_dim: Size of an action.
         hidden_sizes: Widths of each critic's hidden layers.
+        encoder: A parameter-free encoder of Discrete or Dict observations
+            (:func:`lightrl.nn.encoders.observation_encoder`); None for flat Box observations.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int] = (256, 256)):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int] = (256, 256), encoder: nn.Module | None = None):
         super().__init__()
+        self.encoder = encoder
         self.qf1 = dense(obs_dim + action_dim, hidden_sizes, 1)
         self.qf2 = dense(obs_dim + action_dim, hidden_sizes, 1)
 
-    def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, obs: Tensor | dict[str, Tensor], actions: Tensor) -> tuple[Tensor, Tensor]:
         """``(Q1, Q2)``, each shaped ``[B]``."""
-        x = torch.cat([obs.flatten(1).float(), actions], dim=1)
+        x = torch.cat([flat_features(obs, self.encoder), actions], dim=1)
         return sequential_forward(self.qf1, x).squeeze(-1), sequential_forward(self.qf2, x).squeeze(-1)
 
-    def q1(self, obs: Tensor, actions: Tensor) -> Tensor:
+    def q1(self, obs: Tensor | dict[str, Tensor], actions: Tensor) -> Tensor:
         """``Q1`` alone, ``[B]`` (TD3's actor loss)."""
-        return sequential_forward(self.qf1, torch.cat([obs.flatten(1).float(), actions], dim=1)).squeeze(-1)
+        return sequential_forward(self.qf1, torch.cat([flat_features(obs, self.encoder), actions], dim=1)).squeeze(-1)
 
 
 class SquashedGaussianActor(nn.Module):
@@ -133,14 +146,16 @@ class SquashedGaussianActor(nn.Module):
     rescaling to the action bounds. Sampling uses plain tensor ops, not ``torch.distributions``.
 
     Args:
-        obs_dim: Size of a flat observation.
+        obs_dim: Size of a flat observation (of the encoder's output with ``encoder``).
         action_space: A bounded 1-D Box.
         hidden_sizes: Widths of the hidden layers.
+        encoder: As for :class:`TwinQ`.
     """
 
-    def __init__(self, obs_dim: int, action_space: spaces.Box, hidden_sizes: Sequence[int] = (256, 256)):
+    def __init__(self, obs_dim: int, action_space: spaces.Box, hidden_sizes: Sequence[int] = (256, 256), encoder: nn.Module | None = None):
         super().__init__()
         action_dim = int(np.prod(action_space.shape))
+        self.encoder = encoder
         self.trunk = dense(obs_dim, hidden_sizes)
         self.fc_mean = nn.Linear(hidden_sizes[-1], action_dim)
         self.fc_logstd = nn.Linear(hidden_sizes[-1], action_dim)
@@ -148,9 +163,9 @@ class SquashedGaussianActor(nn.Module):
         self.register_buffer("action_scale", scale)
         self.register_buffer("action_bias", bias)
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, obs: Tensor | dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Mean and log standard deviation of the Gaussian before squashing, ``[B, action_dim]`` each."""
-        hidden = sequential_forward(self.trunk, obs.flatten(1).float())
+        hidden = sequential_forward(self.trunk, flat_features(obs, self.encoder))
         log_std = torch.tanh(self.fc_logstd(hidden))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
         return self.fc_mean(hidden), log_std
@@ -176,18 +191,20 @@ class DeterministicActor(nn.Module):
     """TD3's policy ``tanh(mlp(s))`` rescaled to the action bounds (Fujimoto et al. 2018).
 
     Args:
-        obs_dim: Size of a flat observation.
+        obs_dim: Size of a flat observation (of the encoder's output with ``encoder``).
         action_space: A bounded 1-D Box.
         hidden_sizes: Widths of the hidden layers.
+        encoder: As for :class:`TwinQ`.
     """
 
-    def __init__(self, obs_dim: int, action_space: spaces.Box, hidden_sizes: Sequence[int] = (256, 256)):
+    def __init__(self, obs_dim: int, action_space: spaces.Box, hidden_sizes: Sequence[int] = (256, 256), encoder: nn.Module | None = None):
         super().__init__()
+        self.encoder = encoder
         self.net = dense(obs_dim, hidden_sizes, int(np.prod(action_space.shape)))
         scale, bias = action_bounds(action_space)
         self.register_buffer("action_scale", scale)
         self.register_buffer("action_bias", bias)
 
-    def forward(self, obs: Tensor) -> Tensor:
+    def forward(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
         """Actions ``[B, action_dim]`` within the bounds."""
-        return torch.tanh(sequential_forward(self.net, obs.flatten(1).float())) * self.action_scale + self.action_bias
+        return torch.tanh(sequential_forward(self.net, flat_features(obs, self.encoder))) * self.action_scale + self.action_bias

@@ -20,7 +20,7 @@ class ActorCriticPolicy(Policy):
     Args:
         agent: The actor-critic (trained by the LightningModule, which reaches it as ``policy.agent``).
         observation_space: The env's single observation space.
-        action_space: Discrete or 1-D Box.
+        action_space: Discrete, 1-D Box, MultiDiscrete or MultiBinary.
 
     Example::
 

@@ -14,6 +14,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from lightrl.data.storage import leading_tensor
+
 
 class Policy(nn.Module):
     """Observations in, actions in the env's space out: preprocessing, the networks, then the action.
@@ -129,7 +131,8 @@ class ExploringPolicy(Policy):
     def explore(self, obs: Tensor) -> Tensor:
         """Uniformly random actions during the warm-up, then the algorithm's exploring actions."""
         if self.exploration.warming_up:  # as in SB3 and CleanRL's SAC/TD3
-            return self.random_actions(obs.shape[0], obs.device)
+            leading = leading_tensor(obs)
+            return self.random_actions(leading.shape[0], leading.device)
         return self.exploring_actions(obs)
 
     def exploring_actions(self, obs: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.compile import maybe_compile
+from lightrl.data.storage import leading_tensor
 from lightrl.losses.q_learning import linear_schedule
 from lightrl.nn.q_networks import DeterministicActor, QNetwork, SquashedGaussianActor
 from lightrl.policies.base import ExploringPolicy
@@ -54,13 +55,14 @@ class EpsilonGreedyPolicy(ExploringPolicy):
 
     def exploring_actions(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy actions at the exploration state's env step."""
-        n = obs.shape[0]
+        leading = leading_tensor(obs)
+        n, device = leading.shape[0], leading.device
         explore = torch.rand(n, generator=self.exploration.generator) < self.epsilon_at(self.exploration.env_steps)
         if bool(explore.all()):  # skip the forward pass: every sub-env acts at random
-            return self.random_actions(n, obs.device)
+            return self.random_actions(n, device)
         actions = self.compiled.get("q", self.q_network)(self.preprocess(obs)).argmax(dim=1)
         if bool(explore.any()):
-            actions = torch.where(explore.to(actions.device), self.random_actions(n, obs.device), actions)
+            actions = torch.where(explore.to(actions.device), self.random_actions(n, device), actions)
         return actions
 
     def compile_acting(self, device: torch.device | str) -> None:

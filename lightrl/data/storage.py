@@ -1,0 +1,125 @@
+"""How observations and actions are held as tensors, for every supported space.
+
+A batch of observations is a tensor for Box and Discrete spaces, and a dict of such tensors (one per
+key, in the space's order) for Dict spaces. Images stay uint8, Discrete observations are int64 indices
+(one-hot encoded only inside the networks, so that storage keeps one integer per observation), other Box
+observations are float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+Observations = Tensor | dict[str, Tensor]
+
+
+def obs_dtype(space: spaces.Space) -> torch.dtype:
+    """Storage dtype of the observations of a Box or Discrete space: uint8 images stay uint8, Discrete
+    observations are int64 indices, everything else is float32."""
+    if isinstance(space, spaces.Discrete):
+        return torch.int64
+    return torch.uint8 if space.dtype == np.uint8 else torch.float32
+
+
+def obs_dtypes(space: spaces.Space) -> torch.dtype | dict[str, torch.dtype]:
+    """:func:`obs_dtype` of the space, or of each part of a Dict space."""
+    if isinstance(space, spaces.Dict):
+        return {key: obs_dtype(part) for key, part in space.spaces.items()}
+    return obs_dtype(space)
+
+
+def action_storage(space: spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
+    """Shape of one stored action and its dtype: int64 indices for Discrete (``()``) and MultiDiscrete, float32
+    for Box and for MultiBinary (whose 0/1 actions the Bernoulli log-probability takes as floats)."""
+    if isinstance(space, spaces.Discrete):
+        return (), torch.int64
+    if isinstance(space, spaces.MultiDiscrete):
+        return tuple(space.shape), torch.int64
+    return tuple(space.shape), torch.float32
+
+
+def zeros(leading: tuple[int, ...], space: spaces.Space, device: torch.device | str = "cpu") -> Observations:
+    """Zero observations shaped ``[*leading, *obs_shape]``: a tensor, or a dict of tensors for a Dict space."""
+    if isinstance(space, spaces.Dict):
+        return {key: zeros(leading, part, device) for key, part in space.spaces.items()}
+    return torch.zeros(leading + tuple(space.shape), dtype=obs_dtype(space), device=device)
+
+
+def map_obs(fn: Callable[[Tensor], Tensor], obs: Observations) -> Observations:
+    """``fn`` applied to a tensor of observations, or to each tensor of a dict of them."""
+    if isinstance(obs, dict):
+        return {key: fn(value) for key, value in obs.items()}
+    return fn(obs)
+
+
+def stack_obs(observations: list[Observations]) -> Observations:
+    """``torch.stack`` of a list of observation tensors, or key by key of a list of dicts."""
+    first = observations[0]
+    if isinstance(first, dict):
+        return {key: torch.stack([obs[key] for obs in observations]) for key in first}
+    return torch.stack(observations)
+
+
+def index_split(obs: Observations, index: Tensor, size: int) -> list[Observations] | tuple[Tensor, ...]:
+    """``obs[index].split(size)``: the minibatches of a shuffled batch, as tensors or as dicts of tensors."""
+    if not isinstance(obs, dict):
+        return obs[index].split(size)
+    parts = {key: value[index].split(size) for key, value in obs.items()}
+    return [dict(zip(parts, chunk)) for chunk in zip(*parts.values())]
+
+
+def leading_tensor(obs: Observations) -> Tensor:
+    """A tensor of the batch ``obs`` (itself, or a dict's first), to read the batch size and device from."""
+    return obs if isinstance(obs, Tensor) else next(iter(obs.values()))
+
+
+class DictPacker:
+    """Dict observations as one row of bytes per observation, and back, exactly.
+
+    The replay buffer keeps the observations of a Dict space in one uint8 tensor, each observation once,
+    with its parts' bytes side by side (``Tensor.view(torch.uint8)``: no conversion, so unpacking gives
+    the very values that were packed). Zero bytes unpack as zeros of every part.
+
+    Args:
+        space: A Dict of Box and Discrete spaces.
+
+    Example::
+
+        >>> packer = DictPacker(spaces.Dict({"pos": spaces.Box(-1, 1, (2,)), "room": spaces.Discrete(3)}))
+        >>> packer.nbytes  # 2 float32 and 1 int64
+        16
+    """
+
+    def __init__(self, space: spaces.Dict):
+        self.parts: list[tuple[str, tuple[int, ...], torch.dtype, int, int]] = []
+        start = 0
+        for key, part in space.spaces.items():
+            dtype = obs_dtype(part)
+            size = int(np.prod(part.shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+            self.parts.append((key, tuple(part.shape), dtype, start, start + size))
+            start += size
+        self.nbytes = start
+
+    def pack(self, obs: dict[str, Any], batch: bool = True) -> Tensor:
+        """``[N, nbytes]`` uint8 rows of a batch of dict observations (``[nbytes]`` for one, ``batch=False``)."""
+        chunks = []
+        for key, shape, dtype, _, _ in self.parts:
+            value = torch.as_tensor(obs[key]).to(dtype)
+            value = value.reshape(-1, int(np.prod(shape, dtype=np.int64))) if batch else value.reshape(1, -1)
+            chunks.append(value.contiguous().view(torch.uint8))
+        packed = torch.cat(chunks, dim=1)
+        return packed if batch else packed[0]
+
+    def unpack(self, packed: Tensor) -> dict[str, Tensor]:
+        """The dict observations of ``[N, nbytes]`` rows."""
+        n = packed.shape[0]
+        # A fresh copy of each part's bytes: a view of another dtype needs its storage offset aligned to it.
+        return {
+            key: packed[:, start:end].clone(memory_format=torch.contiguous_format).view(dtype).reshape(n, *shape)
+            for key, shape, dtype, start, end in self.parts
+        }
