@@ -124,11 +124,12 @@ class ObservationNormalizer(nn.Module):
 
     Example::
 
-        >>> normalizer = ObservationNormalizer(spaces.Box(-1e3, 1e3, (2,)))
-        >>> normalizer.accumulate(torch.tensor([[1000.0, 0.0], [1002.0, 2.0]]))
+        >>> normalizer = ObservationNormalizer(spaces.Box(-10, 10, (2,)))
+        >>> normalizer.accumulate(torch.tensor([[1.0, 0.0], [3.0, 2.0]]))
         >>> normalizer.sync()
-        >>> normalizer(torch.tensor([[1001.0, 1.0]]))
-        tensor([[0., 0.]])
+        >>> normalizer(torch.tensor([[2.0, 1.0], [3.0, 0.0]])).round(decimals=2)
+        tensor([[ 0.,  0.],
+                [ 1., -1.]])
     """
 
     def __init__(self, observation_space: spaces.Space, clip: float = 10.0):

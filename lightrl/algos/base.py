@@ -153,7 +153,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         check_env: bool = False,
         collector: str = "sync",
         compile: bool = False,
-        env_wrappers: list[WrapperSpec] | None = None,
+        env_wrappers: list[dict[str, Any] | str] | None = None,
         normalize_obs: bool = False,
         normalize_reward: bool = False,
         clip_obs: float = 10.0,

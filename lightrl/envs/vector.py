@@ -16,8 +16,9 @@ from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
-#: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` (YAML, CLI), or an importable callable (Python).
-WrapperSpec = Union[dict[str, Any], EnvWrapper]
+#: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
+#: importable callable (Python).
+WrapperSpec = Union[dict[str, Any], str, EnvWrapper]
 VECTORIZATIONS = ("sync", "async", "envpool")
 
 
@@ -31,6 +32,8 @@ def wrapper_spec(entry: WrapperSpec, index: int = 0) -> dict[str, Any]:
         ValueError: for an entry that is neither, or a callable that cannot be imported by name (a lambda).
     """
     where = f"env_wrappers[{index}]"
+    if isinstance(entry, str):
+        return {"class_path": entry, "init_args": {}}
     if isinstance(entry, dict):
         if set(entry) - {"class_path", "init_args"} or not isinstance(entry.get("class_path"), str):
             raise ValueError(f"{where} must be {{'class_path': 'module.Name', 'init_args': {{...}}}}, got {entry!r}.")
