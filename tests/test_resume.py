@@ -50,6 +50,28 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert max_abs_diff(a, c) == 0.0
 
 
+@pytest.mark.parametrize(
+    "algo, kwargs, stop_at",
+    [(lightrl.PPO, {**PPO_RUN, "env_id": "Pendulum-v1"}, 640), (lightrl.SAC, SAC_RUN, 233)],
+    ids=["ppo", "sac"],
+)
+def test_resume_with_normalization_is_exact(tmp_path, algo, kwargs, stop_at):
+    kwargs = {**kwargs, "normalize_obs": True, "normalize_reward": True}
+    a, b, c = run_resume_check(lambda: algo(**kwargs), stop_at, tmp_path / "b.ckpt")
+    statistics = [m.policy.obs_normalizer.stats["obs"] for m in (a, b, c)]
+    assert statistics[1].count < statistics[0].count == statistics[2].count  # (b) saw fewer observations
+    # The state_dict holds the observation statistics: parameters and statistics alike differ by exactly 0.
+    assert max_abs_diff(a, b) > 0 and max_abs_diff(a, c) == 0.0
+    assert all(torch.equal(x, y) for x, y in zip(a.policy.obs_normalizer.state_dict().values(), c.policy.obs_normalizer.state_dict().values()))
+    # The reward normalizer (per rank, in the collector's state) continued exactly too.
+    ends = []
+    for name, model in (("a", a), ("c", c)):
+        model.trainer.save_checkpoint(tmp_path / f"{name}-end.ckpt")
+        ends.append(torch.load(tmp_path / f"{name}-end.ckpt", weights_only=True)["lightrl_ranks"][0]["collector"]["reward_normalizer"])
+    assert ends[0]["count"] == ends[1]["count"] == pytest.approx(kwargs["total_timesteps"] + 1e-4)  # every sub-env's return, every step
+    assert ends[0]["var"] == ends[1]["var"] and torch.equal(ends[0]["returns"], ends[1]["returns"])
+
+
 def test_checkpoint_holds_envs_rngs_and_counters_and_loads_weights_only(tmp_path):
     model = lightrl.DQN(**DQN_RUN, save_replay_buffer=True)
     trainer = fit(model)
