@@ -78,7 +78,7 @@ ROWS = {
                             policy_kwargs=dict(net_arch=[400, 300])), 1),
     },
     "ppo_halfcheetah": {
-        "title": "PPO HalfCheetah-v5, CleanRL ppo_continuous_action (normalized)",
+        "title": "PPO HalfCheetah-v5, CleanRL, normalized",
         "timesteps": 100_000,
         "lightrl": "ppo_halfcheetah.yaml",
         # SB3 clips Box actions itself (ClipAction); VecNormalize normalizes observations and rewards as lightrl does.

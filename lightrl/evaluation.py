@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lightrl.data.collector import Collector
-from lightrl.envs.vector import EnvWrapper, make_vec_env, resolve_wrappers
+from lightrl.envs.vector import EnvWrapper, make_vec_env
 
 
 def evaluate(
@@ -67,7 +67,7 @@ def play_episodes(
     targets = np.array([(num_episodes + i) // num_envs for i in range(num_envs)])
     kwargs = {**(module.hparams.env_kwargs or {}), **(env_kwargs or {})}
     envs = make_vec_env(module.hparams.env_id, num_envs, seed=seed, env_kwargs=kwargs, wrappers=wrappers,
-                        env_wrappers=resolve_wrappers(module.hparams.get("env_wrappers")))  # fmt: skip
+                        env_wrappers=getattr(module, "env_wrappers", ()))  # fmt: skip
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
