@@ -197,10 +197,10 @@ def test_plain_runs_have_no_normalizer_and_unchanged_state():
     assert not any("normalizer" in key for key in model.state_dict())
 
 
-@pytest.mark.parametrize("algo", ["PPO", "SAC"])
-def test_statistics_count_every_observation_acted_on(algo):
+@pytest.mark.parametrize("algo, collector", [("PPO", "sync"), ("PPO", "async"), ("SAC", "sync"), ("SAC", "async")])
+def test_statistics_count_every_observation_acted_on(algo, collector):
     kwargs = dict(num_envs=2, num_steps=32, hidden_sizes=[8]) if algo == "PPO" else dict(learning_starts=64, batch_size=16, hidden_sizes=[8], num_envs=2)
-    model = getattr(lightrl, algo)("Pendulum-v1", total_timesteps=256, normalize_obs=True, **kwargs)
+    model = getattr(lightrl, algo)("Pendulum-v1", total_timesteps=256, normalize_obs=True, collector=collector, **kwargs)
     fit(model, limit_val_batches=0)
     stats = model.policy.obs_normalizer.stats["obs"]
     assert stats.count.item() == pytest.approx(256 + 1e-4, rel=1e-12)

@@ -85,16 +85,13 @@ class OnPolicyAlgorithm(RLModule):
         """The next rollout as a flat batch with advantages: ``num_steps`` vector steps with the policy.
 
         With ``collector="async"`` the actor process collected it, with the weights of one update before.
-        With ``normalize_obs`` its observations are normalized by the statistics they were collected with
-        (frozen during the rollout, as the policy saw them), and then added to the statistics.
+        With ``normalize_obs`` its observations come normalized by the statistics they were collected with
+        (frozen during the rollout, as the policy saw them); the raw ones are then added to the statistics.
         """
         batch = self.collector.collect(self.experience, self.policy, self.env_steps)
         self.env_steps += self.batch_size * self.world_size
-        normalizer = self.policy.obs_normalizer
-        if normalizer is not None:
-            raw_obs = batch["obs"]
-            batch["obs"] = normalizer(raw_obs)
-            normalizer.accumulate(raw_obs)
+        if self.policy.obs_normalizer is not None:
+            self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))
             self.sync_obs_statistics()
         return batch
 
