@@ -176,6 +176,16 @@ def test_bad_env_wrappers_are_named_before_any_env_exists():
         lightrl.PPO("CartPole-v1", vectorization="envpool", env_wrappers=["gymnasium.wrappers.ClipAction"])
 
 
+def test_cli_names_a_bad_wrapper_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", "--model.env_wrappers", '["gymnasium.wrappers.Nope"]'],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "lightrl: error: env_wrappers[0]: cannot import 'gymnasium.wrappers.Nope' (module 'gymnasium.wrappers' has no attribute 'Nope'); "
+        "give a full path such as 'gymnasium.wrappers.ClipAction'. (see `lightrl --help`)"
+    ]
+
+
 def test_cli_takes_env_wrappers_and_normalization(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", "--model.env_id", "Pendulum-v1", "--model.num_envs", "1",
