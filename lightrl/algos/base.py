@@ -31,7 +31,7 @@ from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_space
-from lightrl.envs.vector import VECTORIZATIONS, WrapperSpec, make_env, resolve_wrappers, wrapper_spec
+from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
 from lightrl.errors import NonFiniteError
 from lightrl.optim import clip_grad_norm_
 from lightrl.policies import Policy
