@@ -52,7 +52,8 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
 
 @pytest.mark.parametrize(
     "algo, kwargs, stop_at",
-    [(lightrl.PPO, {**PPO_RUN, "env_id": "Pendulum-v1"}, 640), (lightrl.SAC, SAC_RUN, 233)],
+    # PPO's envs also carry env_wrappers, which the checkpoint's pickled sub-envs must bring back.
+    [(lightrl.PPO, {**PPO_RUN, "env_id": "Pendulum-v1", "env_wrappers": ["gymnasium.wrappers.ClipAction"]}, 640), (lightrl.SAC, SAC_RUN, 233)],
     ids=["ppo", "sac"],
 )
 def test_resume_with_normalization_is_exact(tmp_path, algo, kwargs, stop_at):
