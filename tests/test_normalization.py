@@ -253,3 +253,4 @@ def test_exported_policy_normalizes_its_observations(tmp_path):
     np.testing.assert_allclose(onnx_actions, expected, atol=1e-5)
     np.testing.assert_array_equal(pt2_actions, expected)
     assert np.abs(unnormalized - expected).max() > 1e-3  # the statistics are in the graph: without them the actions differ
+

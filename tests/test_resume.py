@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import gymnasium as gym
 import lightning as L
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import lightrl
 from experiments.resume_check import StopAtEpochEnd, max_abs_diff, run_resume_check
 from lightrl.cli import main
+from lightrl.envs.vector import make_vec_env
 
 PPO_RUN = dict(env_id="CartPole-v1", seed=3, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16],
                timesteps_per_epoch=512, eval_episodes=2)  # fmt: skip
@@ -157,3 +159,11 @@ def test_cli_resumes_the_newest_last_checkpoint(tmp_path, capsys, caplog):
     main([*args, "--model.total_timesteps", "512"])
     assert f"Restoring states from the checkpoint path at {last}" in caplog.text
     assert torch.load(last, weights_only=True)["lightrl"]["env_steps"] == 512
+
+
+def test_mujoco_env_state_is_reported_lost_rather_than_restored_fresh():
+    # A MuJoCo env pickles as its constructor arguments: "restoring" it would continue a fresh simulation mid-episode.
+    envs = make_vec_env("HalfCheetah-v5", 1, seed=0, env_wrappers=[gym.wrappers.ClipAction])
+    envs.reset()
+    assert envs.get_state() == {"error": "HalfCheetahEnv pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
+    envs.close()

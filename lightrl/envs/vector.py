@@ -8,6 +8,7 @@ import pickle
 import time
 from typing import Any, Callable, Sequence, Union
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 
@@ -230,13 +231,19 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         """The sub-envs' state as pickled bytes, or ``{"error": reason}`` where it cannot be captured.
 
         Only a :class:`~gymnasium.vector.SyncVectorEnv` holds its sub-envs in this process; the sub-envs
-        of an async vector env live in worker processes, and some envs (e.g. emulators) cannot be pickled.
+        of an async vector env live in worker processes, some envs (e.g. emulators) cannot be pickled, and
+        those that pickle as their constructor arguments (``gymnasium.utils.EzPickle``: MuJoCo) would come
+        back as fresh simulations.
         """
         vector = self.env.unwrapped
         if not isinstance(vector, gym.vector.SyncVectorEnv):
             return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+        rebuilt = [type(env.unwrapped).__name__ for env in vector.envs if isinstance(env.unwrapped, gym.utils.EzPickle)]
+        if rebuilt:  # e.g. every MuJoCo env: its pickle would restore a fresh simulation, not the episode in progress
+            return {"error": f"{rebuilt[0]} pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
         try:
-            envs = pickle.dumps(vector.envs)
+            # cloudpickle (a gymnasium dependency): wrappers such as ClipAction hold lambdas, which pickle refuses.
+            envs = cloudpickle.dumps(vector.envs)
         except Exception as err:  # any env attribute may refuse pickling (C++ handles, open files, sockets)
             return {"error": f"{type(vector.envs[0].unwrapped).__name__} cannot be pickled ({type(err).__name__}: {err})"}
         return {"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}
