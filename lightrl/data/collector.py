@@ -237,6 +237,8 @@ class Collector(EpisodeStats):
         set_state = getattr(self.envs, "set_state", None)
         restored = set_state is not None and state["obs"] is not None and set_state(state["envs"])
         self.obs = state["obs"].to(self.device) if restored else None
+        if self.reward_normalizer is not None and not restored:
+            self.reward_normalizer.returns[:] = 0.0  # the episodes restart: so do their discounted returns
         return restored
 
     def close(self) -> None:
