@@ -12,6 +12,7 @@ stall without pressing FIRE.
     python experiments/benchmark.py --rows ppo_cleanrl dqn_zoo sac_pendulum --plot docs/benchmarks
     python experiments/benchmark.py --rows ppo_cleanrl --compare timing   # time/* breakdown on vs off
     python experiments/benchmark.py --rows ppo_cleanrl --compare compile  # compile=False vs compile=True
+    python experiments/benchmark.py --rows ppo_cleanrl --compare normalize  # normalize_obs=False vs True
     python experiments/benchmark.py --gpu                 # PPO Atari on CUDA: precisions x eager/compiled
     python experiments/benchmark.py --ddp                 # total SPS of 1 vs 2 DDP processes (CPU, gloo)
 
@@ -76,6 +77,16 @@ ROWS = {
                             policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5, action_noise="normal:0.1",
                             policy_kwargs=dict(net_arch=[400, 300])), 1),
     },
+    "ppo_halfcheetah": {
+        "title": "PPO HalfCheetah-v5, CleanRL, normalized",
+        "timesteps": 100_000,
+        "lightrl": "ppo_halfcheetah.yaml",
+        # SB3 clips Box actions itself (ClipAction); VecNormalize normalizes observations and rewards as lightrl does.
+        "sb3": ("PPO", dict(n_steps=2048, batch_size=64, n_epochs=10, learning_rate="linear:3e-4", gamma=0.99, gae_lambda=0.95,
+                            clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+                            policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))), 1),
+        "vec_normalize": dict(norm_obs=True, norm_reward=True, clip_obs=10.0, clip_reward=10.0, gamma=0.99),
+    },
     "ppo_atari": {
         "title": "PPO Breakout, CleanRL ppo_atari (CPU)",
         "timesteps": 20_000,
@@ -89,9 +100,9 @@ ROWS = {
         "evaluate": False,
     },
 }
-DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_atari"]
+DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari"]
 #: What ``--compare`` sets against lightrl's default run (library A).
-COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile"}
+COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize"}
 GPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
@@ -176,7 +187,8 @@ def run_lightrl(row: dict, timesteps: int, seed: int, variant: str = "") -> dict
 
     import lightrl
 
-    model = lightrl_model(row, timesteps, seed, **({"compile": True} if variant == "compile" else {}))
+    variants = {"compile": {"compile": True}, "normalize": {"normalize_obs": True}}
+    model = lightrl_model(row, timesteps, seed, **variants.get(variant, {}))
     if variant == "notiming":
         model.timer.enabled = False
     recorder = episode_recorder()
@@ -199,6 +211,10 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     env_id = lightrl_config(row)["init_args"]["env_id"]
+    if "vec_normalize" in row:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        return VecNormalize(make_vec_env(env_id, n_envs=num_envs, seed=seed), **row["vec_normalize"])
     if row.get("policy") != "CnnPolicy":
         return make_vec_env(env_id, n_envs=num_envs, seed=seed)
     from lightrl.envs.vector import make_env
@@ -217,8 +233,11 @@ class SB3Policy:
 
     def __init__(self, model, env_id: str):
         import torch
+        from stable_baselines3.common.vec_env import VecNormalize
 
         self.model, self.device, self.training = model, torch.device("cpu"), False
+        env = model.get_env()
+        self.vec_normalize = env if isinstance(env, VecNormalize) else None  # its statistics, frozen, as lightrl evaluates
         self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
         self.policy = self  # evaluation acts through module.policy: act(obs) and explore(obs)
 
@@ -231,7 +250,10 @@ class SB3Policy:
     def act(self, obs, deterministic: bool = True):
         import torch
 
-        actions, _ = self.model.predict(obs.cpu().numpy(), deterministic=deterministic)
+        obs = obs.cpu().numpy()
+        if self.vec_normalize is not None:
+            obs = self.vec_normalize.normalize_obs(obs)
+        actions, _ = self.model.predict(obs, deterministic=deterministic)
         return torch.as_tensor(actions)
 
     def explore(self, obs):
@@ -495,7 +517,8 @@ def main() -> None:
                         help="torch intra-op threads of every run, both libraries (0: torch's default); the networks are "
                              "tiny, and on a small shared machine extra threads only spin against each other")
     parser.add_argument("--compare", choices=list(COMPARISONS), default="sb3",
-                        help="library B: SB3 (default), lightrl with the time/* breakdown off, or lightrl with compile=True")
+                        help="library B: SB3 (default), lightrl with the time/* breakdown off, lightrl with compile=True, "
+                             "or lightrl with normalize_obs=True")
     parser.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write learning curves and an SPS chart here")
     parser.add_argument("--gpu", action="store_true", help="only the GPU rows (PPO Atari, precisions x eager/compiled)")
     parser.add_argument("--ddp", action="store_true", help="report total SPS of 1 vs 2 DDP processes instead")

@@ -57,15 +57,17 @@ def play_episodes(
 ) -> tuple[list[float], list[int]]:
     """The returns and lengths of ``num_episodes`` episodes, as :func:`evaluate` plays them.
 
-    ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video).
-    The module acts through its :class:`~lightrl.policies.Policy` (``module.policy``).
+    ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video)
+    around the module's own ``env_wrappers``. The module acts through its :class:`~lightrl.policies.Policy`
+    (``module.policy``), whose observation statistics (``normalize_obs``) stay as training left them.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
     num_envs = min(num_episodes, max_envs)
     targets = np.array([(num_episodes + i) // num_envs for i in range(num_envs)])
     kwargs = {**(module.hparams.env_kwargs or {}), **(env_kwargs or {})}
-    envs = make_vec_env(module.hparams.env_id, num_envs, seed=seed, env_kwargs=kwargs, wrappers=wrappers)
+    envs = make_vec_env(module.hparams.env_id, num_envs, seed=seed, env_kwargs=kwargs, wrappers=wrappers,
+                        env_wrappers=getattr(module, "env_wrappers", ()))  # fmt: skip
     collector = Collector(envs, module.device)
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []

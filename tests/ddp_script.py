@@ -84,6 +84,8 @@ def main() -> None:
         "epochs": trainer.current_epoch,
         "validations": record.validations,
     }
+    if model.policy.obs_normalizer is not None:  # normalize_obs: the statistics each rank ended with
+        facts["obs_statistics"] = {key: value.tolist() for key, value in model.policy.obs_normalizer.state_dict().items()}
     if evaluate:
         facts["eval_return"], _ = lightrl.evaluate(model, num_episodes=10)
     Path(out).mkdir(parents=True, exist_ok=True)

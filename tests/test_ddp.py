@@ -102,6 +102,22 @@ def test_sac_ddp_two_processes(tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("algo", ["PPO", "SAC"])
+def test_ddp_ranks_share_the_observation_statistics(tmp_path, algo):
+    if algo == "PPO":
+        kwargs = dict(num_envs=2, num_steps=64, total_timesteps=1024)
+    else:
+        kwargs = dict(strategy="ddp_find_unused_parameters_true", num_envs=1, total_timesteps=400, learning_starts=100, batch_size=16,
+                      hidden_sizes=[16], buffer_size=1000)  # fmt: skip
+    ranks = run_ddp(tmp_path, algo, env_id="Pendulum-v1", seed=1, normalize_obs=True, normalize_reward=True, **kwargs)
+    assert_data_parallel(ranks, kwargs["total_timesteps"])
+    a, b = (rank["obs_statistics"] for rank in ranks)
+    assert a == b  # every rank normalizes with the same statistics, bit for bit
+    # ... which count the observations of both ranks (each rank acted on half of them).
+    assert a["stats.obs.count"] == pytest.approx(kwargs["total_timesteps"] + 1e-4, rel=1e-12)
+
+
+@pytest.mark.timeout(300)
 def test_ppo_ddp_target_kl_early_stop_is_agreed(tmp_path):
     # A tiny target_kl makes the epochs stop early; ranks see different data, so only an agreed
     # decision keeps their optimizer steps (and weights) equal.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import gymnasium as gym
 import lightning as L
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import lightrl
 from experiments.resume_check import StopAtEpochEnd, max_abs_diff, run_resume_check
 from lightrl.cli import main
+from lightrl.envs.vector import make_vec_env
 
 PPO_RUN = dict(env_id="CartPole-v1", seed=3, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16],
                timesteps_per_epoch=512, eval_episodes=2)  # fmt: skip
@@ -48,6 +50,29 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert b.env_steps == stopped_at and a.env_steps == c.env_steps == kwargs["total_timesteps"]
     assert max_abs_diff(a, b) > 0  # (b) really stopped early, so the comparison below is not vacuous
     assert max_abs_diff(a, c) == 0.0
+
+
+@pytest.mark.parametrize(
+    "algo, kwargs, stop_at",
+    # PPO's envs also carry env_wrappers, which the checkpoint's pickled sub-envs must bring back.
+    [(lightrl.PPO, {**PPO_RUN, "env_id": "Pendulum-v1", "env_wrappers": ["gymnasium.wrappers.ClipAction"]}, 640), (lightrl.SAC, SAC_RUN, 233)],
+    ids=["ppo", "sac"],
+)
+def test_resume_with_normalization_is_exact(tmp_path, algo, kwargs, stop_at):
+    kwargs = {**kwargs, "normalize_obs": True, "normalize_reward": True}
+    a, b, c = run_resume_check(lambda: algo(**kwargs), stop_at, tmp_path / "b.ckpt")
+    statistics = [m.policy.obs_normalizer.stats["obs"] for m in (a, b, c)]
+    assert statistics[1].count < statistics[0].count == statistics[2].count  # (b) saw fewer observations
+    # The state_dict holds the observation statistics: parameters and statistics alike differ by exactly 0.
+    assert max_abs_diff(a, b) > 0 and max_abs_diff(a, c) == 0.0
+    assert all(torch.equal(x, y) for x, y in zip(a.policy.obs_normalizer.state_dict().values(), c.policy.obs_normalizer.state_dict().values()))
+    # The reward normalizer (per rank, in the collector's state) continued exactly too.
+    ends = []
+    for name, model in (("a", a), ("c", c)):
+        model.trainer.save_checkpoint(tmp_path / f"{name}-end.ckpt")
+        ends.append(torch.load(tmp_path / f"{name}-end.ckpt", weights_only=True)["lightrl_ranks"][0]["collector"]["reward_normalizer"])
+    assert ends[0]["count"] == ends[1]["count"] == pytest.approx(kwargs["total_timesteps"] + 1e-4)  # every sub-env's return, every step
+    assert ends[0]["var"] == ends[1]["var"] and torch.equal(ends[0]["returns"], ends[1]["returns"])
 
 
 def test_checkpoint_holds_envs_rngs_and_counters_and_loads_weights_only(tmp_path):
@@ -134,3 +159,11 @@ def test_cli_resumes_the_newest_last_checkpoint(tmp_path, capsys, caplog):
     main([*args, "--model.total_timesteps", "512"])
     assert f"Restoring states from the checkpoint path at {last}" in caplog.text
     assert torch.load(last, weights_only=True)["lightrl"]["env_steps"] == 512
+
+
+def test_mujoco_env_state_is_reported_lost_rather_than_restored_fresh():
+    # A MuJoCo env pickles as its constructor arguments: "restoring" it would continue a fresh simulation mid-episode.
+    envs = make_vec_env("HalfCheetah-v5", 1, seed=0, env_wrappers=[gym.wrappers.ClipAction])
+    envs.reset()
+    assert envs.get_state() == {"error": "HalfCheetahEnv pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
+    envs.close()

@@ -31,7 +31,7 @@ from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_action_space, check_observation_space
-from lightrl.envs.vector import VECTORIZATIONS, make_env
+from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
 from lightrl.errors import NonFiniteError
 from lightrl.optim import clip_grad_norm_
 from lightrl.policies import Policy
@@ -90,6 +90,17 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             with ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
         compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
             :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
+        env_wrappers: gymnasium wrappers applied to every sub-env, in training and evaluation, each a
+            ``{"class_path": "gymnasium.wrappers.ClipAction", "init_args": {...}}`` (YAML, CLI) or an importable
+            callable ``env -> env`` (Python). They sit inside lightrl's episode statistics, which still sum
+            the env's raw rewards, so logged returns are the env's own.
+        normalize_obs: Normalize observations by their running mean and variance (float Box observations, or
+            the float Box parts of a Dict). The statistics are buffers of the policy: checkpointed, combined
+            over DDP ranks, frozen in evaluation and exported with it.
+        normalize_reward: Divide rewards by the running standard deviation of each sub-env's discounted return
+            (``gamma``), as SB3's VecNormalize; logged returns stay raw.
+        clip_obs: Normalized observations are clipped to ``[-clip_obs, clip_obs]``.
+        clip_reward: Normalized rewards are clipped to ``[-clip_reward, clip_reward]``.
 
     Example::
 
@@ -109,6 +120,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
                 obs_space, action_space = self.probe_spaces()
                 q = lightrl.nn.mlp(obs_space.shape[0], [64], action_space.n)
                 self.policy = Greedy(q, obs_space, action_space)
+                self.setup_normalization()  # normalize_obs: the policy's observation statistics
 
             def generate_batches(self):
                 ...  # step self.collector with self.policy, yield batches until self.budget_reached
@@ -144,6 +156,11 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         check_env: bool = False,
         collector: str = "sync",
         compile: bool = False,
+        env_wrappers: list[dict[str, Any] | str] | None = None,
+        normalize_obs: bool = False,
+        normalize_reward: bool = False,
+        clip_obs: float = 10.0,
+        clip_reward: float = 10.0,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
@@ -167,7 +184,18 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         if capture_video:
             require_video_support()
         require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
+        require(clip_obs > 0, f"clip_obs must be positive, got {clip_obs}.")
+        require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
+        require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
+                f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
+        require(not env_wrappers or vectorization != "envpool",
+                "env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")  # fmt: skip
+        wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
+        #: The resolved ``env_wrappers``: what every env of this module is wrapped with.
+        self.env_wrappers = resolve_wrappers(wrappers)
         self.save_hyperparameters()
+        # As plain data (class paths), so that checkpoints and the async actor hold no code.
+        self.hparams.env_wrappers = wrappers or None
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
         self.collector: Collector | None = None
@@ -192,7 +220,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """
         if self.hparams.check_env:
             run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
-        env = make_env(self.hparams.env_id, self.hparams.env_kwargs)
+        env = make_env(self.hparams.env_id, self.hparams.env_kwargs, env_wrappers=self.env_wrappers)
         try:
             obs_space, action_space = env.observation_space, env.action_space
         finally:
@@ -202,6 +230,25 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         check_action_space(name, action_space, self.action_spaces, self.action_space_hint)
         self.observation_space, self.action_space = obs_space, action_space
         return obs_space, action_space
+
+    def setup_normalization(self) -> None:
+        """Give :attr:`policy` its observation normalizer with ``normalize_obs``; call once the policy is built."""
+        require(not self.hparams.normalize_reward or "gamma" in self.hparams,
+                f"normalize_reward=True needs a gamma hyperparameter, which {type(self).__name__} does not have.")  # fmt: skip
+        if self.hparams.normalize_obs:
+            self.policy.normalize_observations(self.hparams.clip_obs)
+
+    def sync_obs_statistics(self) -> None:
+        """Merge the observations accumulated by every rank into the policy's statistics (a collective with DDP).
+
+        Every rank calls it at the same point (all ranks run the same number of batches), and every rank
+        ends with the same statistics.
+        """
+        normalizer = self.policy.obs_normalizer
+        if normalizer is None:
+            return
+        reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self.world_size > 1 else None
+        normalizer.sync(reduce)
 
     @property
     def world_size(self) -> int:
@@ -245,7 +292,13 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         np.random.seed(seed)
         torch.manual_seed(seed)
         hp = self.hparams
-        spec = CollectorSpec(hp.env_id, hp.num_envs, hp.seed, rank, self.world_size, hp.vectorization, hp.env_kwargs, hp.total_timesteps)
+        require(not hp.normalize_obs or self.policy.obs_normalizer is not None,
+                f"normalize_obs=True, but {type(self).__name__} did not call self.setup_normalization() after building its policy.")  # fmt: skip
+        spec = CollectorSpec(
+            hp.env_id, hp.num_envs, hp.seed, rank, self.world_size, hp.vectorization, hp.env_kwargs, hp.total_timesteps,
+            env_wrappers=tuple(hp.env_wrappers or ()),
+            reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
+        )
         # "sync": the envs, here; "async": an actor process that makes them at the first batch.
         self.collector = COLLECTORS[hp.collector](spec, self.policy, self.experience, self.device, self.timer, self.acting_context)
 

@@ -125,6 +125,7 @@ class DQN(OffPolicyAlgorithm):
         self.policy = EpsilonGreedyPolicy(
             q_network, obs_space, action_space, start_e, end_e, exploration_fraction * self.hparams.total_timesteps, learning_starts
         )
+        self.setup_normalization()
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         # The parameter lists of the target update, gathered once rather than by a .parameters() walk per update.
         self._polyak_params = (list(self.target_network.parameters()), list(self.q_network.parameters()))

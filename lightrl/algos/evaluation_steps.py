@@ -49,7 +49,7 @@ class EvaluationSteps:
     def predict_dataloader(self) -> DataLoader:
         """The first observations of ``eval_episodes`` fresh episodes; pass your own observations to ``trainer.predict`` instead."""
         envs = make_vec_env(self.hparams.env_id, self.hparams.eval_episodes, seed=self.hparams.seed + TEST_SEED_OFFSET,
-                            env_kwargs=self.hparams.env_kwargs)  # fmt: skip
+                            env_kwargs=self.hparams.env_kwargs, env_wrappers=self.env_wrappers)  # fmt: skip
         try:
             collector = Collector(envs, torch.device("cpu"))
             collector.reset()

@@ -192,6 +192,7 @@ class OffPolicyAlgorithm(RLModule):
             num_steps = self.updates_due(before, self.env_steps)
             if num_steps:
                 tic = self.timer.start()
+                self.sync_obs_statistics()  # every rank reaches each phase, so the collective is matched
                 batch = self.sample(num_steps)
                 self.timer.add("data", tic)
                 return batch
@@ -206,6 +207,8 @@ class OffPolicyAlgorithm(RLModule):
         timer = self.timer
         tic = timer.start()
         self.replay_buffer.add(*transition)
+        if self.policy.obs_normalizer is not None:
+            self.policy.obs_normalizer.accumulate(transition[0])
         tic = timer.add("data", tic)
         before = self.env_steps
         self.env_steps += self.steps_per_env_step
@@ -216,9 +219,16 @@ class OffPolicyAlgorithm(RLModule):
         """Called after each vector step with the global env-step count before and after it."""
 
     def sample(self, num_steps: int) -> dict[str, Tensor]:
-        """``num_steps * batch_size`` transitions in one draw, shaped ``[num_steps, batch_size, ...]``."""
+        """``num_steps * batch_size`` transitions in one draw, shaped ``[num_steps, batch_size, ...]``.
+
+        The buffer keeps raw observations; with ``normalize_obs`` they are normalized here by the current
+        statistics, as Stable-Baselines3 does.
+        """
         hp = self.hparams
         data = self.replay_buffer.sample(num_steps * hp.batch_size, hp.n_step, hp.gamma, self._sampler)
+        normalizer = self.policy.obs_normalizer
+        if normalizer is not None:
+            data = {**data, "observations": normalizer(data["observations"]), "next_observations": normalizer(data["next_observations"])}
         return {key: steps_view(value, num_steps, hp.batch_size) for key, value in data.items()}
 
     # ----------------------------------------------------------------- training

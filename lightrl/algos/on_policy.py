@@ -48,6 +48,7 @@ class OnPolicyAlgorithm(RLModule):
             torch.manual_seed(self.hparams.seed)
             agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
         self.policy = ActorCriticPolicy(agent, obs_space, action_space)
+        self.setup_normalization()
 
     @property
     def agent(self) -> ActorCritic:
@@ -88,9 +89,14 @@ class OnPolicyAlgorithm(RLModule):
         """The next rollout as a flat batch with advantages: ``num_steps`` vector steps with the policy.
 
         With ``collector="async"`` the actor process collected it, with the weights of one update before.
+        With ``normalize_obs`` its observations come normalized by the statistics they were collected with
+        (frozen during the rollout, as the policy saw them); the raw ones are then added to the statistics.
         """
         batch = self.collector.collect(self.experience, self.policy, self.env_steps)
         self.env_steps += self.batch_size * self.world_size
+        if self.policy.obs_normalizer is not None:
+            self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))
+            self.sync_obs_statistics()
         return batch
 
     def linear_lr_schedule(self, optimizer: torch.optim.Optimizer, anneal: bool) -> dict[str, Any]:

@@ -143,6 +143,7 @@ class SAC(OffPolicyAlgorithm):
             actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, action_dim, hidden_sizes, encoder)
         self.policy = SquashedGaussianPolicy(actor, self.observation_space, action_space, learning_starts)
+        self.setup_normalization()
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.target_entropy = -float(action_dim)
         init_log_alpha = 0.0 if autotune else float(np.log(max(alpha, 1e-12)))

@@ -134,6 +134,7 @@ class TD3(OffPolicyAlgorithm):
             actor = DeterministicActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes, encoder)
         self.policy = GaussianNoisePolicy(actor, self.observation_space, action_space, exploration_noise, learning_starts)
+        self.setup_normalization()
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self._actor_metrics: dict[str, Tensor] = {}

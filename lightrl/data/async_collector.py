@@ -288,7 +288,7 @@ def actor_main(spec, experience, shared, version, credits, queue, stop, env_step
                 envs.set_state(dict(NO_ENV_STATE))
             if policy.exploration is not None:  # nor replay the exploration of the run's start
                 policy.exploration.reseed(policy.exploration.seed + env_steps)
-        collector = Collector(envs, "cpu")
+        collector = Collector(envs, "cpu", reward_normalizer=spec.reward_normalizer())
         chunk = experience.chunk(spec.steps_per_env_step)
         env_steps_per_collect = experience.vector_steps() * spec.steps_per_env_step
         batches = 0

@@ -14,8 +14,9 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.data.storage import Observations, map_obs, obs_dtypes
-from lightrl.envs.vector import episode_stats, final_observations, make_vec_env
+from lightrl.envs.vector import episode_stats, final_observations, make_vec_env, resolve_wrappers
 from lightrl.errors import NonFiniteError
+from lightrl.normalize import RewardNormalizer
 from lightrl.timing import IterationTimer
 
 
@@ -85,6 +86,10 @@ class CollectorSpec:
     vectorization: str = "sync"
     env_kwargs: dict[str, Any] | None = None
     total_timesteps: int = 0
+    #: ``env_wrappers`` as plain data (:func:`lightrl.envs.vector.wrapper_spec`), resolved in the process that makes the envs.
+    env_wrappers: tuple[dict[str, Any], ...] = ()
+    #: ``(gamma, clip)`` of the reward normalization (``normalize_reward=True``), or None.
+    reward_normalization: tuple[float, float] | None = None
 
     @property
     def steps_per_env_step(self) -> int:
@@ -93,7 +98,15 @@ class CollectorSpec:
 
     def make_envs(self) -> gym.vector.VectorEnv:
         """This rank's vector env (sub-env ``i`` seeded ``seed + rank * num_envs + i``)."""
-        return make_vec_env(self.env_id, self.num_envs, self.seed, self.rank, self.vectorization, self.env_kwargs)
+        return make_vec_env(self.env_id, self.num_envs, self.seed, self.rank, self.vectorization, self.env_kwargs,
+                            env_wrappers=resolve_wrappers(self.env_wrappers))  # fmt: skip
+
+    def reward_normalizer(self) -> RewardNormalizer | None:
+        """A fresh reward normalizer for this rank's sub-envs, or None without ``normalize_reward``."""
+        if self.reward_normalization is None:
+            return None
+        gamma, clip = self.reward_normalization
+        return RewardNormalizer(self.num_envs, gamma, clip)
 
 
 class Collector(EpisodeStats):
@@ -109,6 +122,8 @@ class Collector(EpisodeStats):
         device: Where observations and rewards are put.
         timer: Where :meth:`collect` records its time (``inference``, ``env_step``, ``data``).
         acting_context: Returns the context the policy acts in (the Trainer's precision); none by default.
+        reward_normalizer: Scales the rewards that :meth:`step` returns (``normalize_reward=True``); the episode
+            statistics stay raw.
     """
 
     def __init__(
@@ -117,11 +132,13 @@ class Collector(EpisodeStats):
         device: torch.device | str = "cpu",
         timer: IterationTimer | None = None,
         acting_context: Callable[[], ContextManager] = nullcontext,
+        reward_normalizer: RewardNormalizer | None = None,
     ):
         self.envs = envs
         self.device = torch.device(device)
         self.timer = timer if timer is not None else IterationTimer()
         self.acting_context = acting_context
+        self.reward_normalizer = reward_normalizer
         self.num_envs = envs.num_envs
         obs_space = envs.single_observation_space
         #: The storage dtype of the observations, or of each part of a Dict's (then a dict).
@@ -156,7 +173,7 @@ class Collector(EpisodeStats):
         acting_context: Callable[[], ContextManager] = nullcontext,
     ) -> Collector:
         """A collector over the envs that ``spec`` describes, made now."""
-        return cls(spec.make_envs(), device, timer, acting_context)
+        return cls(spec.make_envs(), device, timer, acting_context, spec.reward_normalizer())
 
     def start(self, policy: Any, env_steps: int) -> None:
         """Called before the first batch of a fit; the envs are already here, so nothing to do."""
@@ -201,6 +218,8 @@ class Collector(EpisodeStats):
             self.add_episodes(returns.tolist(), lengths.tolist())
         self.obs = self.to_tensor(next_obs)
         final = {i: self.to_tensor(o) for i, o in final_observations(infos).items()}
+        if self.reward_normalizer is not None:
+            rewards = self.reward_normalizer(rewards, np.logical_or(terminated, truncated))
         return StepResult(
             next_obs=self.obs,
             rewards=self._on_device(np.asarray(rewards, dtype=np.float32)),
@@ -215,20 +234,27 @@ class Collector(EpisodeStats):
         return x if self.device.type == "cpu" else x.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        """The current observation, the envs' state and the episode statistics not yet logged."""
+        """The current observation, the envs' state, the reward normalizer's and the episode statistics not yet logged."""
         get_state = getattr(self.envs, "get_state", None)
-        return {
+        state = {
             "obs": None if self.obs is None else map_obs(Tensor.cpu, self.obs),
             "envs": get_state() if get_state else {"error": f"{type(self.envs).__name__} has no get_state()"},
             **self.episode_state(),
         }
+        if self.reward_normalizer is not None:
+            state["reward_normalizer"] = self.reward_normalizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Continue from :meth:`state_dict`; returns whether the episodes in progress could be restored."""
         self.load_episode_state(state)
+        if self.reward_normalizer is not None and "reward_normalizer" in state:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
         set_state = getattr(self.envs, "set_state", None)
         restored = set_state is not None and state["obs"] is not None and set_state(state["envs"])
         self.obs = map_obs(lambda x: x.to(self.device), state["obs"]) if restored else None
+        if self.reward_normalizer is not None and not restored:
+            self.reward_normalizer.returns[:] = 0.0  # the episodes restart: so do their discounted returns
         return restored
 
     def close(self) -> None:

@@ -47,7 +47,10 @@ class Rollouts:
         return 1
 
     def collect(self, policy: ActorCriticPolicy, collector: Collector, env_steps: int) -> dict[str, Tensor]:
-        """Step the envs ``num_steps`` times with ``policy.sample``; return the flat batch with advantages."""
+        """Step the envs ``num_steps`` times with ``policy.sample``; return the flat batch with advantages.
+
+        With observation normalization, ``obs`` holds the normalized observations and ``raw_obs`` the env's.
+        """
         if collector.obs is None:
             collector.reset()
         buffer = self.buffer
@@ -77,6 +80,11 @@ class Rollouts:
             self.gae_lambda,
         )
         batch = buffer.flatten(advantages, returns)
+        if policy.obs_normalizer is not None:
+            # What the networks saw while acting: normalized by the statistics of this policy (the actor's copy
+            # with collector="async"), frozen during the rollout. The raw ones update the statistics.
+            batch["raw_obs"] = batch["obs"]
+            batch["obs"] = policy.obs_normalizer(batch["obs"])
         timer.add("data", tic)
         return batch
 

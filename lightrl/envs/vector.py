@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
-
+import functools
+import importlib
 import pickle
+import time
+from typing import Any, Callable, Sequence, Union
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 
@@ -14,7 +17,103 @@ from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
+#: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
+#: importable callable (Python).
+WrapperSpec = Union[dict[str, Any], str, EnvWrapper]
 VECTORIZATIONS = ("sync", "async", "envpool")
+
+
+def wrapper_spec(entry: WrapperSpec, index: int = 0) -> dict[str, Any]:
+    """An ``env_wrappers`` entry as plain data, ``{"class_path": "module.Name", "init_args": {...}}``.
+
+    Callables (a wrapper class, a module-level function, or a ``functools.partial`` of one) become their
+    import path, so that the run's hyperparameters, checkpoints and the async actor hold no code.
+
+    Raises:
+        ValueError: for an entry that is neither, or a callable that cannot be imported by name (a lambda).
+    """
+    where = f"env_wrappers[{index}]"
+    if isinstance(entry, str):
+        return {"class_path": entry, "init_args": {}}
+    if isinstance(entry, dict):
+        if set(entry) - {"class_path", "init_args"} or not isinstance(entry.get("class_path"), str):
+            raise ValueError(f"{where} must be {{'class_path': 'module.Name', 'init_args': {{...}}}}, got {entry!r}.")
+        return {"class_path": entry["class_path"], "init_args": dict(entry.get("init_args") or {})}
+    init_args: dict[str, Any] = {}
+    if isinstance(entry, functools.partial):
+        if entry.args:
+            raise ValueError(f"{where}: give functools.partial keyword arguments only (the env is the one positional argument), got {entry!r}.")
+        entry, init_args = entry.func, dict(entry.keywords)
+    name = getattr(entry, "__qualname__", "")
+    if not callable(entry) or "<" in name or not getattr(entry, "__module__", None):
+        raise ValueError(
+            f"{where} must be a wrapper class or a module-level function (importable by name, so that checkpoints can "
+            f"rebuild it), or {{'class_path': ..., 'init_args': ...}}; got {entry!r}."
+        )
+    return {"class_path": f"{entry.__module__}.{name}", "init_args": init_args}
+
+
+def resolve_wrapper(spec: dict[str, Any], index: int = 0) -> EnvWrapper:
+    """The callable ``env -> wrapped env`` that a :func:`wrapper_spec` describes.
+
+    Raises:
+        ValueError: if ``class_path`` cannot be imported or is not callable.
+    """
+    path = spec["class_path"]
+    module_name, _, name = path.rpartition(".")
+    try:
+        target = importlib.import_module(module_name) if module_name else None
+        for part in name.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, TypeError) as err:
+        raise ValueError(f"env_wrappers[{index}]: cannot import {path!r} ({err}); give a full path such as 'gymnasium.wrappers.ClipAction'.") from None
+    if not callable(target):
+        raise ValueError(f"env_wrappers[{index}]: {path!r} is not callable; give a wrapper class such as 'gymnasium.wrappers.ClipAction'.")
+    return functools.partial(target, **spec["init_args"]) if spec["init_args"] else target
+
+
+def resolve_wrappers(entries: Sequence[WrapperSpec] | None) -> list[EnvWrapper]:
+    """The callables of an ``env_wrappers`` list, each checked (see :func:`wrapper_spec`)."""
+    return [resolve_wrapper(wrapper_spec(entry, i), i) for i, entry in enumerate(entries or ())]
+
+
+class RawReward(gym.Wrapper):
+    """The innermost wrapper under the user's ``env_wrappers``: keeps the env's own reward of the last step."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.reward = 0.0
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.reward = reward
+        return obs, reward, terminated, truncated, info
+
+
+class RawEpisodeStatistics(gym.wrappers.RecordEpisodeStatistics):
+    """Episode statistics outside the user's ``env_wrappers``, summing the env's raw rewards.
+
+    Outside, so that episodes end where the wrappers end them (a ``TimeLimit``, a life-loss wrapper); raw,
+    so that logged returns are the env's, whatever the wrappers do to the reward.
+
+    Args:
+        env: The env inside the user's wrappers.
+        raw: The :class:`RawReward` directly around the env.
+    """
+
+    def __init__(self, env: gym.Env, raw: RawReward):
+        super().__init__(env)
+        self.raw = raw
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_returns += float(self.raw.reward)
+        self.episode_lengths += 1
+        if terminated or truncated:
+            now = time.perf_counter()
+            info["episode"] = {"r": self.episode_returns, "l": self.episode_lengths, "t": round(now - self.episode_start_time, 6)}
+            self.episode_start_time = now
+        return obs, reward, terminated, truncated, info
 
 
 def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
@@ -28,8 +127,17 @@ def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
     return [seed + rank * num_envs + i for i in range(num_envs)]
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, wrappers: Sequence[EnvWrapper] = ()) -> gym.Env:
-    """Create one environment, with lightrl's presets (Atari) and episode statistics innermost.
+def make_env(
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[EnvWrapper] = (),
+    env_wrappers: Sequence[EnvWrapper] = (),
+) -> gym.Env:
+    """Create one environment, with lightrl's presets (Atari), the user's ``env_wrappers`` and raw episode statistics.
+
+    From the inside out: the env, ``env_wrappers``, episode statistics (of the env's raw rewards, ending
+    where the wrappers end episodes), then ``wrappers``. An Atari id gets its preset first, whose
+    statistics count the raw game score; ``env_wrappers`` go around it.
 
     Raises:
         ValueError: if ``env_id`` is not a registered gymnasium id.
@@ -38,6 +146,13 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, wrappers: Se
     try:
         if is_atari(env_id):
             env = make_atari_env(env_id, **kwargs)
+            for wrapper in env_wrappers:
+                env = wrapper(env)
+        elif env_wrappers:
+            env = raw = RawReward(gym.make(env_id, **kwargs))
+            for wrapper in env_wrappers:
+                env = wrapper(env)
+            env = RawEpisodeStatistics(env, raw)
         else:
             env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, **kwargs))
     except gym.error.Error as err:
@@ -57,6 +172,7 @@ def make_vec_env(
     vectorization: str = "sync",
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[EnvWrapper] = (),
+    env_wrappers: Sequence[EnvWrapper] = (),
 ) -> gym.vector.VectorEnv:
     """Create ``num_envs`` copies of ``env_id`` stepped together, in SAME_STEP autoreset mode.
 
@@ -71,9 +187,11 @@ def make_vec_env(
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
         vectorization: ``"sync"`` (one process; fastest for cheap envs), ``"async"`` (a process per sub-env)
-            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; ``wrappers`` do not apply).
+            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; wrappers do not apply).
         env_kwargs: Keyword arguments for ``gym.make``.
-        wrappers: Extra per-env wrappers, applied after lightrl's own.
+        wrappers: Extra per-env wrappers, applied outside lightrl's episode statistics (e.g. video recording).
+        env_wrappers: The user's per-env wrappers, applied inside the episode statistics, which still
+            sum the env's raw rewards (see :func:`make_env`).
 
     Example::
 
@@ -85,9 +203,11 @@ def make_vec_env(
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
     if vectorization == "envpool":
+        if env_wrappers:
+            raise ValueError("env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
-    make_env(env_id, env_kwargs, wrappers).close()  # fail here, in this process, on a bad id
-    fns = [lambda: make_env(env_id, env_kwargs, wrappers) for _ in range(num_envs)]
+    make_env(env_id, env_kwargs, wrappers, env_wrappers).close()  # fail here, in this process, on a bad id
+    fns = [lambda: make_env(env_id, env_kwargs, wrappers, env_wrappers) for _ in range(num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
     return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
@@ -111,13 +231,19 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         """The sub-envs' state as pickled bytes, or ``{"error": reason}`` where it cannot be captured.
 
         Only a :class:`~gymnasium.vector.SyncVectorEnv` holds its sub-envs in this process; the sub-envs
-        of an async vector env live in worker processes, and some envs (e.g. emulators) cannot be pickled.
+        of an async vector env live in worker processes, some envs (e.g. emulators) cannot be pickled, and
+        those that pickle as their constructor arguments (``gymnasium.utils.EzPickle``: MuJoCo) would come
+        back as fresh simulations.
         """
         vector = self.env.unwrapped
         if not isinstance(vector, gym.vector.SyncVectorEnv):
             return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+        rebuilt = [type(env.unwrapped).__name__ for env in vector.envs if isinstance(env.unwrapped, gym.utils.EzPickle)]
+        if rebuilt:  # e.g. every MuJoCo env: its pickle would restore a fresh simulation, not the episode in progress
+            return {"error": f"{rebuilt[0]} pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
         try:
-            envs = pickle.dumps(vector.envs)
+            # cloudpickle (a gymnasium dependency): wrappers such as ClipAction hold lambdas, which pickle refuses.
+            envs = cloudpickle.dumps(vector.envs)
         except Exception as err:  # any env attribute may refuse pickling (C++ handles, open files, sockets)
             return {"error": f"{type(vector.envs[0].unwrapped).__name__} cannot be pickled ({type(err).__name__}: {err})"}
         return {"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}

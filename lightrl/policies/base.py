@@ -15,6 +15,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from lightrl.data.storage import leading_tensor
+from lightrl.normalize import ObservationNormalizer
 
 
 class Policy(nn.Module):
@@ -44,14 +45,24 @@ class Policy(nn.Module):
         self.action_space = action_space
         #: Compiled versions of the acting functions (``compile=True``), by name; never pickled.
         self.compiled: dict[str, Callable[..., Any]] = {}
+        #: The observation normalization (``normalize_obs=True``, see :meth:`normalize_observations`); None: observations pass unchanged.
+        self.obs_normalizer: ObservationNormalizer | None = None
         if isinstance(action_space, spaces.Box):
             # Not in the state_dict: constants of the env, which move with the module to its device.
             self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
             self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32), persistent=False)
 
     def preprocess(self, obs: Tensor) -> Tensor:
-        """Observations as the networks take them (the hook for observation normalization); identity here."""
-        return obs
+        """Observations as the networks take them: normalized with the frozen statistics of :attr:`obs_normalizer`, if any."""
+        normalizer = self.obs_normalizer
+        return obs if normalizer is None else normalizer(obs)
+
+    def normalize_observations(self, clip: float = 10.0) -> None:
+        """Normalize observations from now on, by running statistics kept in :attr:`obs_normalizer` (``normalize_obs=True``).
+
+        The statistics are buffers of this module (checkpointed, exported); the algorithm updates them while training.
+        """
+        self.obs_normalizer = ObservationNormalizer(self.observation_space, clip)
 
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[B, ...]`` in the env's action space (override this)."""
