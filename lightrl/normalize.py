@@ -139,12 +139,18 @@ class ObservationNormalizer(nn.Module):
         self.stats = nn.ModuleDict({key: RunningMeanStd(space.shape, clip) for key, space in parts.items() if is_normalized(space)})
         if not self.stats:
             raise ValueError(f"normalize_obs=True needs float Box observations (or Dict parts), got {observation_space}.")
+        # The same modules as a plain tuple (not registered twice): forward() runs on every env step, and a
+        # ModuleDict lookup plus a Module call per part would cost more than the normalization itself.
+        self.parts = tuple(self.stats.items())
 
     def forward(self, obs: Observation) -> Observation:
         """Normalized observations (a tensor, or a dict with its normalized parts replaced)."""
         if not self.is_dict:
-            return self.stats["obs"](obs)
-        return {key: self.stats[key](x) if key in self.stats else x for key, x in obs.items()}
+            return self.parts[0][1].forward(obs)
+        obs = dict(obs)
+        for key, stats in self.parts:
+            obs[key] = stats.forward(obs[key])
+        return obs
 
     def accumulate(self, obs: Observation) -> None:
         """Add a batch of raw observations to the samples of the next :meth:`sync` (this process only)."""

@@ -55,7 +55,7 @@ class Policy(nn.Module):
     def preprocess(self, obs: Tensor) -> Tensor:
         """Observations as the networks take them: normalized with the frozen statistics of :attr:`obs_normalizer`, if any."""
         normalizer = self.obs_normalizer
-        return obs if normalizer is None else normalizer(obs)
+        return obs if normalizer is None else normalizer.forward(obs)  # no hooks on it: skip Module.__call__ on every step
 
     def normalize_observations(self, clip: float = 10.0) -> None:
         """Normalize observations from now on, by running statistics kept in :attr:`obs_normalizer` (``normalize_obs=True``).
