@@ -109,6 +109,10 @@ def description(source: Any, policy: Policy) -> dict[str, Any]:
         "input_shapes": {name: list(part.shape) for name, part in parts.items()},
         "input_dtypes": {name: str(input_dtype(part)).removeprefix("torch.") for name, part in parts.items()},
         "outputs": ["actions"],
+        # Inside the graph: feed it the observations of the wrapped env, unnormalized.
+        "normalize_obs": policy.obs_normalizer is not None,
+        # Outside the graph: the deployment wraps its env with these, as training did.
+        "env_wrappers": hparams.get("env_wrappers") or [],
     }
 
 

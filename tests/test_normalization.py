@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -240,7 +241,8 @@ def test_evaluation_uses_the_training_statistics_frozen():
 def test_exported_policy_normalizes_its_observations(tmp_path):
     import onnxruntime as ort
 
-    model = lightrl.PPO("Pendulum-v1", num_envs=2, num_steps=64, total_timesteps=256, hidden_sizes=[8], normalize_obs=True)
+    model = lightrl.PPO("Pendulum-v1", num_envs=2, num_steps=64, total_timesteps=256, hidden_sizes=[8], normalize_obs=True,
+                        env_wrappers=["gymnasium.wrappers.ClipAction"])
     fit(model, limit_val_batches=0)
     obs = np.random.default_rng(0).uniform(-8, 8, (5, 3)).astype(np.float32)
     with torch.no_grad():
@@ -249,7 +251,11 @@ def test_exported_policy_normalizes_its_observations(tmp_path):
     lightrl.export(model, tmp_path / "policy.onnx")
     lightrl.export(model, tmp_path / "policy.pt2")
     onnx_actions = ort.InferenceSession(str(tmp_path / "policy.onnx")).run(["actions"], {"obs": obs})[0]
-    pt2_actions = torch.export.load(tmp_path / "policy.pt2").module()(torch.from_numpy(obs)).detach().numpy()
+    extra = {"lightrl.json": ""}
+    pt2_actions = torch.export.load(tmp_path / "policy.pt2", extra_files=extra).module()(torch.from_numpy(obs)).detach().numpy()
+    description = json.loads(extra["lightrl.json"])  # what the deployment feeds the graph: wrapped, unnormalized observations
+    assert description["normalize_obs"] is True
+    assert description["env_wrappers"] == [{"class_path": "gymnasium.wrappers.ClipAction", "init_args": {}}]
     np.testing.assert_allclose(onnx_actions, expected, atol=1e-5)
     np.testing.assert_array_equal(pt2_actions, expected)
     assert np.abs(unnormalized - expected).max() > 1e-3  # the statistics are in the graph: without them the actions differ
