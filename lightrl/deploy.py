@@ -65,8 +65,8 @@ def deployable(source: Any) -> DeterministicPolicy:
         raise TypeError(f"export takes a lightrl algorithm or a lightrl.policies.Policy, got {type(source).__name__}.")
     space = policy.observation_space
     parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
-    if not all(isinstance(part, (spaces.Box, spaces.Discrete)) for part in parts):
-        raise ValueError(f"export supports Box, Discrete and Dict observation spaces, got {space}.")
+    if not all(isinstance(part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)) for part in parts):
+        raise ValueError(f"export supports Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces, got {space}.")
     return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
 
 
@@ -76,8 +76,8 @@ def input_names(space: spaces.Space) -> list[str]:
 
 
 def input_dtype(space: spaces.Space) -> torch.dtype:
-    """What an exported input takes: int64 indices for a Discrete space, float32 values for a Box."""
-    return torch.int64 if isinstance(space, spaces.Discrete) else torch.float32
+    """What an exported input takes: int64 indices for a Discrete or MultiDiscrete space, float32 values for a Box or MultiBinary."""
+    return torch.int64 if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)) else torch.float32
 
 
 def example_obs(policy: Policy, batch: int = 2) -> Tensor | dict[str, Tensor]:
@@ -90,7 +90,7 @@ def example_obs(policy: Policy, batch: int = 2) -> Tensor | dict[str, Tensor]:
 
 
 def sample_batch(space: spaces.Space, batch: int) -> Tensor:
-    """``batch`` samples of a Box or Discrete space, with the exported input's dtype."""
+    """``batch`` samples of a space other than Dict, with the exported input's dtype."""
     return torch.as_tensor(np.stack([space.sample() for _ in range(batch)])).to(input_dtype(space))
 
 

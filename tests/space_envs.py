@@ -12,6 +12,8 @@ MULTI_BINARY_ID = "lightrl-test/MatchMultiBinary-v0"
 DISCRETE_OBS_ID = "lightrl-test/TinyLake-v0"
 IMAGE_DICT_ID = "lightrl-test/ImageAndVector-v0"
 GOAL_BOX_ID = "lightrl-test/GoalBox-v0"
+GRID_OBS_ID = "lightrl-test/TinyLakeGrid-v0"
+BITS_OBS_ID = "lightrl-test/CopyBits-v0"
 
 
 class GoalDict(gym.Env):
@@ -116,6 +118,36 @@ class TinyLake(gym.Env):
         return self.cell, float(self.cell == 8), self.cell in (4, 8), False, {}
 
 
+class TinyLakeGrid(TinyLake):
+    """:class:`TinyLake` seen as its (row, column): MultiDiscrete([3, 3]) observations, starting at 1 like a board's."""
+
+    observation_space = spaces.MultiDiscrete([3, 3], start=[1, 1])
+
+    def reset(self, *, seed=None, options=None):
+        cell, info = super().reset(seed=seed, options=options)
+        return self.grid(cell), info
+
+    def step(self, action):
+        cell, *rest = super().step(action)
+        return (self.grid(cell), *rest)
+
+    @staticmethod
+    def grid(cell: int) -> np.ndarray:
+        return np.array(divmod(cell, 3), dtype=np.int64) + 1
+
+
+class CopyBits(MatchMultiBinary):
+    """:class:`MatchMultiBinary` with the signs seen as bits (MultiBinary(3), 1 where positive): the action copies them.
+
+    Random actions score 12 per episode, the optimum 24.
+    """
+
+    observation_space = spaces.MultiBinary(3)
+
+    def new_signs(self):
+        return (super().new_signs() > 0).astype(np.int8)
+
+
 class ImageAndVector(gym.Env):
     """A Dict of a 36x36 grayscale image (the smallest the Nature-CNN takes) and a vector; reward 1 for action 1."""
 
@@ -170,6 +202,8 @@ for _id, _cls, _steps in [
     (DISCRETE_OBS_ID, TinyLake, 10),
     (IMAGE_DICT_ID, ImageAndVector, None),
     (GOAL_BOX_ID, GoalBox, None),
+    (GRID_OBS_ID, TinyLakeGrid, 10),
+    (BITS_OBS_ID, CopyBits, None),
 ]:
     if _id not in gym.registry:
         gym.register(_id, entry_point=_cls, max_episode_steps=_steps)

@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 import lightrl
 from lightrl.cli import main
+from conftest import SPACES_ID
 from space_envs import DISCRETE_OBS_ID, GOAL_BOX_ID, GOAL_DICT_ID, IMAGE_DICT_ID, MULTI_BINARY_ID, MULTI_DISCRETE_ID
 
 onnx_missing = importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None
@@ -242,14 +243,24 @@ SPACE_CASES = {
     "a2c-multi-binary": lambda: lightrl.A2C(MULTI_BINARY_ID),
     "sac-dict": lambda: lightrl.SAC(GOAL_BOX_ID),
     "td3-dict": lambda: lightrl.TD3(GOAL_BOX_ID),
+    "dqn-multi-discrete-obs": lambda: lightrl.DQN(SPACES_ID, env_kwargs={
+        "observation_space": spaces.MultiDiscrete([4, 5, 6], start=[0, -2, 1]), "action_space": spaces.Discrete(3)}),
+    "ppo-multi-binary-obs": lambda: lightrl.PPO(SPACES_ID, env_kwargs={
+        "observation_space": spaces.MultiBinary(8), "action_space": spaces.MultiDiscrete([3, 3])}),
 }
 
 
 def space_observations(space: spaces.Space, n: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The exported inputs, by name: ``obs``, or a Dict's keys; int64 indices for Discrete spaces."""
+    """The exported inputs, by name: ``obs``, or a Dict's keys; int64 indices for Discrete and MultiDiscrete spaces."""
     def part(sub: spaces.Space, offset: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed + offset)
         if isinstance(sub, spaces.Discrete):
-            return torch.randint(int(sub.n), (n,), generator=torch.Generator().manual_seed(seed + offset))
+            return torch.randint(int(sub.n), (n,), generator=generator) + int(sub.start)
+        if isinstance(sub, spaces.MultiDiscrete):
+            nvec, start = torch.as_tensor(sub.nvec), torch.as_tensor(sub.start)
+            return (torch.rand((n, *sub.shape), generator=generator) * nvec).long() + start
+        if isinstance(sub, spaces.MultiBinary):
+            return torch.randint(2, (n, *sub.shape), generator=generator).float()
         return observations(sub, n, seed + offset)
 
     if isinstance(space, spaces.Dict):

@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import SPACES_ID
 from gymnasium import spaces
-from space_envs import DISCRETE_OBS_ID, GOAL_BOX_ID, GOAL_DICT_ID, IMAGE_DICT_ID, MULTI_BINARY_ID, MULTI_DISCRETE_ID
+from space_envs import (
+    BITS_OBS_ID, DISCRETE_OBS_ID, GOAL_BOX_ID, GOAL_DICT_ID, GRID_OBS_ID, IMAGE_DICT_ID, MULTI_BINARY_ID, MULTI_DISCRETE_ID,
+)
 from torch.testing import assert_close
 
 import lightrl
@@ -24,7 +26,7 @@ from lightrl.envs.vector import make_vec_env
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.distributions import Bernoulli, MultiCategorical
-from lightrl.nn.encoders import MultiInputEncoder, OneHot, observation_encoder
+from lightrl.nn.encoders import FlatVector, MultiInputEncoder, MultiOneHot, OneHot, observation_encoder
 
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
 IMAGE = spaces.Box(0, 255, (1, 36, 36), np.uint8)
@@ -48,16 +50,16 @@ def spaces_env(observation_space: spaces.Space = BOX, action_space: spaces.Space
 @pytest.mark.parametrize(
     "space, message",
     [
-        (spaces.Tuple([BOX, spaces.Discrete(3)]), r"Tuple\(.*; it supports Box, Discrete, Dict\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
+        (spaces.Tuple([BOX, spaces.Discrete(3)]), r"Tuple\(.*; it supports Box, Discrete, MultiDiscrete, MultiBinary, Dict\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
         (spaces.Dict({"outer": spaces.Dict({"inner": BOX})}), r"its part 'outer' is a Dict, and lightrl takes Dicts one level deep\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
         (spaces.Text(5), r"Text\(.*FlattenObservation cannot flatten it: write a gymnasium\.ObservationWrapper"),
         (spaces.Sequence(BOX), r"Sequence\(.*FlattenObservation cannot flatten it"),
         (spaces.Graph(BOX, spaces.Discrete(2)), r"Graph\(.*FlattenObservation cannot flatten it"),
-        (spaces.MultiBinary(4), r"MultiBinary\(4\); it supports Box, Discrete, Dict\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
-        (spaces.Dict({"a": BOX, "b": spaces.Tuple([BOX])}), r"its part 'b'; it supports Box, Discrete\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
+        (spaces.MultiDiscrete([[2, 2], [3, 3]]), r"[\s\S]*: MultiDiscrete observations must be 1-D\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
+        (spaces.Dict({"a": BOX, "b": spaces.Tuple([BOX])}), r"its part 'b'; it supports Box, Discrete, MultiDiscrete, MultiBinary\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
         (spaces.Box(-1, 1, (2, 3), np.float32), r"Box observations must be flat vectors or images shaped \(C, H, W\)\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
     ],
-    ids=["tuple", "nested-dict", "text", "sequence", "graph", "multibinary", "dict-with-tuple", "2d-box"],
+    ids=["tuple", "nested-dict", "text", "sequence", "graph", "2d-multidiscrete", "dict-with-tuple", "2d-box"],
 )
 @pytest.mark.parametrize("algo", ["PPO", "DQN"])
 def test_unsupported_observation_spaces_are_refused_naming_the_algorithm_space_and_wrapper(algo, space, message):
@@ -95,6 +97,11 @@ def test_unsupported_action_spaces_and_combinations_are_refused(algo, observatio
         ("DQN", spaces.Dict({"camera": IMAGE, "v": BOX}), spaces.Discrete(2)),
         ("SAC", spaces.Dict({"v": BOX, "room": spaces.Discrete(3)}), spaces.Box(-1, 1, (2,))),
         ("TD3", spaces.Discrete(4), spaces.Box(-1, 1, (1,))),
+        ("PPO", spaces.MultiDiscrete([3, 4], start=[-1, 0]), spaces.Discrete(2)),
+        ("A2C", spaces.MultiBinary(5), spaces.MultiDiscrete([2, 2])),
+        ("DQN", spaces.Dict({"bits": spaces.MultiBinary(4), "cell": spaces.MultiDiscrete([2, 3]), "v": BOX}), spaces.Discrete(3)),
+        ("SAC", spaces.MultiBinary(3), spaces.Box(-1, 1, (2,))),
+        ("TD3", spaces.Dict({"cell": spaces.MultiDiscrete([4, 4]), "v": BOX}), spaces.Box(-1, 1, (1,))),
     ],
 )
 def test_supported_spaces_build_a_policy_that_acts(algo, observation_space, action_space):
@@ -113,6 +120,15 @@ def test_supported_spaces_build_a_policy_that_acts(algo, observation_space, acti
 def test_one_hot_encodes_discrete_observations_from_their_start():
     assert_close(OneHot(spaces.Discrete(3))(torch.tensor([2, 0, 1])), torch.eye(3)[[2, 0, 1]])
     assert_close(OneHot(spaces.Discrete(3, start=-1))(torch.tensor([-1, 1])), torch.tensor([[1.0, 0, 0], [0, 0, 1]]))
+
+
+def test_multi_one_hot_encodes_each_dimension_from_its_start_and_multi_binary_passes_as_floats():
+    encoder = observation_encoder(spaces.MultiDiscrete([2, 3], start=[1, -1]))
+    assert isinstance(encoder, MultiOneHot) and encoder.out_features == 5
+    assert_close(encoder(torch.tensor([[1, -1], [2, 1], [2, 0]])), torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 1, 0, 1, 0]]))
+    bits = observation_encoder(spaces.MultiBinary(3))
+    assert isinstance(bits, FlatVector) and bits.out_features == 3
+    assert_close(bits(torch.tensor([[1, 0, 1]], dtype=torch.int8)), torch.tensor([[1.0, 0, 1]]))
 
 
 def test_multi_input_encoder_concatenates_the_parts_in_key_order():
@@ -340,6 +356,24 @@ def test_learns_a_tiny_lake_with_discrete_observations(algo):
         model = lightrl.PPO(DISCRETE_OBS_ID, total_timesteps=8192, num_envs=4, num_steps=64, seed=1)
     fit(model)
     assert lightrl.evaluate(model, num_episodes=5) == (1.0, 0.0)  # the goal, round the hole
+
+
+@pytest.mark.parametrize("algo", ["DQN", "PPO"])
+def test_learns_a_tiny_lake_seen_as_multi_discrete_row_and_column(algo):
+    if algo == "DQN":
+        model = lightrl.DQN(GRID_OBS_ID, total_timesteps=8000, learning_starts=500, exploration_fraction=0.3, train_frequency=4,
+                            target_network_frequency=200, learning_rate=1e-3, batch_size=64, seed=1)  # fmt: skip
+    else:
+        model = lightrl.PPO(GRID_OBS_ID, total_timesteps=8192, num_envs=4, num_steps=64, seed=1)
+    fit(model)
+    assert lightrl.evaluate(model, num_episodes=5) == (1.0, 0.0)  # the goal, round the hole
+
+
+def test_ppo_learns_to_copy_multi_binary_observations():
+    model = lightrl.PPO(BITS_OBS_ID, total_timesteps=8192, num_envs=4, num_steps=64, learning_rate=3e-3, seed=1)
+    fit(model)
+    mean, _ = lightrl.evaluate(model, num_episodes=10)
+    assert mean == 24.0  # random actions score 12
 
 
 @pytest.mark.parametrize("algo", ["SAC", "TD3"])

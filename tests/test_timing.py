@@ -31,8 +31,9 @@ if SLOW_ID not in gym.registry:
 
 def fit_and_read(model: lightrl.RLModule, tmp_path) -> list[dict[str, float]]:
     logger = CSVLogger(tmp_path, name="run")
-    L.Trainer(logger=logger, log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, max_epochs=-1, accelerator="cpu").fit(model)
+    # No validation: its episodes are not training iterations, and on the slow env they would take most of the test.
+    L.Trainer(logger=logger, log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              max_epochs=-1, accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0).fit(model)
     with open(f"{logger.log_dir}/metrics.csv") as f:
         rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
     return [row for row in rows if "time/learn" in row]

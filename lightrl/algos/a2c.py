@@ -18,8 +18,8 @@ class A2C(OnPolicyAlgorithm):
     rollout of policy lag) and A2C, which has no importance ratio, becomes slightly off-policy.
 
     Args:
-        env_id: Gymnasium id; Box (vectors or images), Discrete or Dict observations; Discrete, Box,
-            MultiDiscrete or MultiBinary actions.
+        env_id: Gymnasium id; Box (vectors or images), Discrete, MultiDiscrete, MultiBinary or Dict observations;
+            Discrete, Box, MultiDiscrete or MultiBinary actions.
         num_envs: Sub-envs per process.
         num_steps: Vector steps per rollout.
         learning_rate: RMSprop's learning rate (``alpha=0.99, eps=1e-5`` as in SB3 and the paper).

@@ -43,7 +43,7 @@ class DQN(OffPolicyAlgorithm):
 
     Args:
         env_id: Gymnasium id; Box observations (vectors, or ``(C, H, W)`` uint8 images for the Nature-CNN),
-            Discrete or Dict observations, Discrete actions.
+            Discrete, MultiDiscrete, MultiBinary or Dict observations, Discrete actions.
         num_envs: Sub-envs per process.
         learning_rate: Adam's learning rate.
         buffer_size: Replay buffer capacity per process.

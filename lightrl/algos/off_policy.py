@@ -71,7 +71,7 @@ class OffPolicyAlgorithm(RLModule):
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
 
-    observation_spaces = (spaces.Box, spaces.Discrete, spaces.Dict)
+    observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
 
     def __init__(
         self,

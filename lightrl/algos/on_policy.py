@@ -30,7 +30,7 @@ class OnPolicyAlgorithm(RLModule):
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
 
-    observation_spaces = (spaces.Box, spaces.Discrete, spaces.Dict)
+    observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
     def __init__(self, num_steps: int, gamma: float, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):

@@ -57,8 +57,8 @@ class PPO(OnPolicyAlgorithm):
     Trainer's precision and strategy apply). Defaults are CleanRL's.
 
     Args:
-        env_id: Gymnasium id; Box (vectors or images), Discrete or Dict observations; Discrete, Box,
-            MultiDiscrete or MultiBinary actions.
+        env_id: Gymnasium id; Box (vectors or images), Discrete, MultiDiscrete, MultiBinary or Dict observations;
+            Discrete, Box, MultiDiscrete or MultiBinary actions.
         num_envs: Sub-envs per process.
         num_steps: Vector steps per rollout.
         learning_rate: Adam's learning rate.

@@ -76,7 +76,8 @@ class SAC(OffPolicyAlgorithm):
     ``strategy="ddp_find_unused_parameters_true"``: no backward pass reaches every parameter.
 
     Args:
-        env_id: Gymnasium id; flat Box, Discrete or Dict (without images) observations, bounded 1-D Box actions.
+        env_id: Gymnasium id; flat Box, Discrete, MultiDiscrete, MultiBinary or Dict (without images) observations,
+            bounded 1-D Box actions.
         num_envs: Sub-envs per process.
         buffer_size: Replay buffer capacity per process.
         gamma: Discount factor.

@@ -70,7 +70,8 @@ class TD3(OffPolicyAlgorithm):
     DDP pass ``strategy="ddp_find_unused_parameters_true"``.
 
     Args:
-        env_id: Gymnasium id; flat Box, Discrete or Dict (without images) observations, bounded 1-D Box actions.
+        env_id: Gymnasium id; flat Box, Discrete, MultiDiscrete, MultiBinary or Dict (without images) observations,
+            bounded 1-D Box actions.
         num_envs: Sub-envs per process.
         learning_rate: Adam's learning rate for the actor and the critics.
         buffer_size: Replay buffer capacity per process.

@@ -143,7 +143,7 @@ class Collector(EpisodeStats):
         obs_space = envs.single_observation_space
         #: The storage dtype of the observations, or of each part of a Dict's (then a dict).
         self.obs_dtype = obs_dtypes(obs_space)
-        #: The float parts of a Dict observation, checked for NaN and Inf; None for a Box or Discrete space.
+        #: The float parts of a Dict observation, checked for NaN and Inf; None for a space other than Dict.
         self._float_keys = [key for key, dtype in self.obs_dtype.items() if dtype.is_floating_point] if isinstance(obs_space, spaces.Dict) else None
         space = envs.single_action_space
         # Integer actions go to the env as they are, Box actions clipped, MultiBinary ones as int8.

@@ -112,7 +112,7 @@ class ReplayBuffer:
         action_space: spaces.Space,
         device: torch.device | str = "cpu",
     ) -> ReplayBuffer:
-        """A buffer for an env's single observation and action spaces: Box, Discrete, or a Dict of those.
+        """A buffer for an env's single observation and action spaces: Box, Discrete, MultiDiscrete, MultiBinary, or a Dict of those.
 
         Example::
 

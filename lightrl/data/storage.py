@@ -1,9 +1,9 @@
 """How observations and actions are held as tensors, for every supported space.
 
-A batch of observations is a tensor for Box and Discrete spaces, and a dict of such tensors (one per
-key, in the space's order) for Dict spaces. Images stay uint8, Discrete observations are int64 indices
-(one-hot encoded only inside the networks, so that storage keeps one integer per observation), other Box
-observations are float32.
+A batch of observations is a tensor for Box, Discrete, MultiDiscrete and MultiBinary spaces, and a dict of
+such tensors (one per key, in the space's order) for Dict spaces. Images stay uint8, Discrete and
+MultiDiscrete observations are int64 indices (one-hot encoded only inside the networks, so that storage
+keeps one integer per dimension), other Box and MultiBinary observations are float32.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ Observations = Tensor | dict[str, Tensor]
 
 
 def obs_dtype(space: spaces.Space) -> torch.dtype:
-    """Storage dtype of the observations of a Box or Discrete space: uint8 images stay uint8, Discrete
-    observations are int64 indices, everything else is float32."""
-    if isinstance(space, spaces.Discrete):
+    """Storage dtype of the observations of a space other than Dict: uint8 images stay uint8, Discrete and
+    MultiDiscrete observations are int64 indices, everything else (Box, MultiBinary) is float32."""
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
         return torch.int64
     return torch.uint8 if space.dtype == np.uint8 else torch.float32
 
@@ -86,7 +86,7 @@ class DictPacker:
     the very values that were packed). Zero bytes unpack as zeros of every part.
 
     Args:
-        space: A Dict of Box and Discrete spaces.
+        space: A Dict of Box, Discrete, MultiDiscrete and MultiBinary spaces.
 
     Example::
 

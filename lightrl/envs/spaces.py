@@ -1,7 +1,7 @@
 """Checks that an algorithm supports an environment's spaces, with errors that say what to do.
 
-Observations: Box (flat vectors, or ``(C, H, W)`` uint8 images), Discrete (one-hot encoded), and Dict of
-those one level deep. Actions: what each algorithm declares (``RLModule.action_spaces``). Everything else
+Observations: Box (flat vectors, or ``(C, H, W)`` uint8 images), Discrete and 1-D MultiDiscrete (one-hot
+encoded), MultiBinary, and Dict of those one level deep. Actions: what each algorithm declares (``RLModule.action_spaces``). Everything else
 is refused before any env is stepped, by a ValueError that names the algorithm, the space and the
 gymnasium wrapper that would help.
 """
@@ -46,7 +46,7 @@ def check_space(algo: str, kind: str, space: spaces.Space, allowed: tuple[type[s
 def check_observation_space(
     algo: str,
     space: spaces.Space,
-    allowed: tuple[type[spaces.Space], ...] = (spaces.Box, spaces.Discrete, spaces.Dict),
+    allowed: tuple[type[spaces.Space], ...] = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict),
     images: bool = True,
 ) -> None:
     """Raise a ValueError unless ``algo`` can take observations from ``space``.
@@ -76,6 +76,8 @@ def check_part(what: str, space: spaces.Space, allowed: tuple[type[spaces.Space]
         names = ", ".join(cls.__name__ for cls in allowed)
         flattenable = isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Tuple, spaces.Dict))
         raise ValueError(f"{what}; it supports {names}. {FLATTEN_HINT if flattenable else ENCODE_HINT}")
+    if isinstance(space, spaces.MultiDiscrete) and len(space.shape) != 1:
+        raise ValueError(f"{what}: MultiDiscrete observations must be 1-D. {FLATTEN_HINT}")
     if not isinstance(space, spaces.Box):
         return
     if is_image_space(space):

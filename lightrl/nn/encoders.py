@@ -1,8 +1,9 @@
 """Observation encoders: from the observations of any supported space to one feature vector per sample.
 
 Flat Box observations need none (the MLPs take them as they are) and image Boxes have the Nature-CNN;
-these encoders are for the other observation spaces: Discrete (one-hot) and Dict (each part encoded,
-then concatenated in the space's key order, as Stable-Baselines3's ``CombinedExtractor`` does).
+these encoders are for the other observation spaces: Discrete and MultiDiscrete (one-hot), MultiBinary
+(the bits as floats) and Dict (each part encoded, then concatenated in the space's key order, as
+Stable-Baselines3's ``CombinedExtractor`` does).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ def is_image_space(space: spaces.Space) -> bool:
 
 
 class FlatVector(nn.Module):
-    """Box observations ``[B, *shape]`` as float32 vectors ``[B, prod(shape)]``.
+    """Box or MultiBinary observations ``[B, *shape]`` as float32 vectors ``[B, prod(shape)]``.
 
     Args:
-        space: A Box.
+        space: A Box or a MultiBinary space.
     """
 
-    def __init__(self, space: spaces.Box):
+    def __init__(self, space: spaces.Box | spaces.MultiBinary):
         super().__init__()
         self.out_features = int(np.prod(space.shape))
 
@@ -64,15 +65,45 @@ class OneHot(nn.Module):
         return (obs.long().unsqueeze(-1) == self.values).float()
 
 
+class MultiOneHot(nn.Module):
+    """1-D MultiDiscrete observations ``[B, D]`` as the one-hot encodings of each dimension, concatenated ``[B, sum(nvec)]``.
+
+    As Stable-Baselines3 and ``gymnasium.wrappers.FlattenObservation`` encode them.
+
+    Args:
+        space: A 1-D MultiDiscrete space (any ``start``).
+
+    Example::
+
+        >>> MultiOneHot(spaces.MultiDiscrete([2, 3]))(torch.tensor([[1, 0], [0, 2]]))
+        tensor([[0., 1., 1., 0., 0.],
+                [1., 0., 0., 0., 1.]])
+    """
+
+    def __init__(self, space: spaces.MultiDiscrete):
+        super().__init__()
+        nvec, start = space.nvec.astype(np.int64), np.asarray(space.start, dtype=np.int64)
+        self.out_features = int(nvec.sum())
+        # Output feature i is "dimension dims[i] equals values[i]": one gather and one comparison, plain ONNX ops.
+        dims = np.repeat(np.arange(len(nvec)), nvec)
+        values = np.concatenate([s + np.arange(n) for s, n in zip(start, nvec)])
+        self.register_buffer("dims", torch.from_numpy(dims), persistent=False)
+        self.register_buffer("values", torch.from_numpy(values), persistent=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """The concatenated one-hot encodings of ``obs``."""
+        return (obs.long()[:, self.dims] == self.values).float()
+
+
 class MultiInputEncoder(nn.Module):
     """Dict observations as one feature vector: the parts' encodings concatenated in key order.
 
     Image parts (``(C, H, W)`` uint8 Boxes) go through a Nature-CNN of their own with ``image_features``
-    outputs, Discrete parts are one-hot encoded and the other Box parts flattened, as in Stable-Baselines3's
-    ``MultiInputPolicy``. Only the CNNs have parameters.
+    outputs, Discrete and MultiDiscrete parts are one-hot encoded and the other Box and MultiBinary parts
+    flattened, as in Stable-Baselines3's ``MultiInputPolicy``. Only the CNNs have parameters.
 
     Args:
-        space: A Dict of Box and Discrete spaces.
+        space: A Dict of Box, Discrete, MultiDiscrete and MultiBinary spaces.
         image_features: Output size of each image part's CNN.
 
     Example::
@@ -95,22 +126,25 @@ class MultiInputEncoder(nn.Module):
 
 
 def part_encoder(space: spaces.Space, image_features: int = DICT_IMAGE_FEATURES) -> nn.Module:
-    """The encoder of one part of a Dict observation (or of a whole Discrete one): CNN, one-hot or flatten."""
+    """The encoder of one part of a Dict observation (or of a whole non-Box one): CNN, one-hot or flatten."""
     if is_image_space(space):
         return NatureCNN(space.shape[0], features_dim=image_features, image_size=space.shape[1:])
     if isinstance(space, spaces.Discrete):
         return OneHot(space)
+    if isinstance(space, spaces.MultiDiscrete):
+        return MultiOneHot(space)
     return FlatVector(space)
 
 
 def observation_encoder(space: spaces.Space) -> nn.Module | None:
     """The encoder for ``space``: None for a Box (the networks take vectors and images as they are), else a
-    :class:`OneHot` (Discrete) or a :class:`MultiInputEncoder` (Dict). Its ``out_features`` is the feature size."""
+    :class:`OneHot` (Discrete), :class:`MultiOneHot` (MultiDiscrete), :class:`FlatVector` (MultiBinary) or
+    :class:`MultiInputEncoder` (Dict). Its ``out_features`` is the feature size."""
     if isinstance(space, spaces.Box):
         return None
-    if isinstance(space, spaces.Discrete):
-        return OneHot(space)
-    return MultiInputEncoder(space)
+    if isinstance(space, spaces.Dict):
+        return MultiInputEncoder(space)
+    return part_encoder(space)
 
 
 def has_images(space: spaces.Space) -> bool:
