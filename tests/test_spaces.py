@@ -347,24 +347,14 @@ def test_a2c_learns_multi_binary_actions():
     assert mean == 24.0  # random actions score 12
 
 
+@pytest.mark.parametrize("env_id", [DISCRETE_OBS_ID, GRID_OBS_ID], ids=["discrete-cell", "multi-discrete-row-column"])
 @pytest.mark.parametrize("algo", ["DQN", "PPO"])
-def test_learns_a_tiny_lake_with_discrete_observations(algo):
+def test_learns_a_tiny_lake_from_discrete_observations(algo, env_id):
     if algo == "DQN":
-        model = lightrl.DQN(DISCRETE_OBS_ID, total_timesteps=5000, learning_starts=500, exploration_fraction=0.3, train_frequency=4,
+        model = lightrl.DQN(env_id, total_timesteps=8000, learning_starts=500, exploration_fraction=0.3, train_frequency=4,
                             target_network_frequency=200, learning_rate=1e-3, batch_size=64, seed=1)  # fmt: skip
     else:
-        model = lightrl.PPO(DISCRETE_OBS_ID, total_timesteps=8192, num_envs=4, num_steps=64, seed=1)
-    fit(model)
-    assert lightrl.evaluate(model, num_episodes=5) == (1.0, 0.0)  # the goal, round the hole
-
-
-@pytest.mark.parametrize("algo", ["DQN", "PPO"])
-def test_learns_a_tiny_lake_seen_as_multi_discrete_row_and_column(algo):
-    if algo == "DQN":
-        model = lightrl.DQN(GRID_OBS_ID, total_timesteps=8000, learning_starts=500, exploration_fraction=0.3, train_frequency=4,
-                            target_network_frequency=200, learning_rate=1e-3, batch_size=64, seed=1)  # fmt: skip
-    else:
-        model = lightrl.PPO(GRID_OBS_ID, total_timesteps=8192, num_envs=4, num_steps=64, seed=1)
+        model = lightrl.PPO(env_id, total_timesteps=8192, num_envs=4, num_steps=64, seed=1)
     fit(model)
     assert lightrl.evaluate(model, num_episodes=5) == (1.0, 0.0)  # the goal, round the hole
 
