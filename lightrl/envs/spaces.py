@@ -1,9 +1,9 @@
 """Checks that an algorithm supports an environment's spaces, with errors that say what to do.
 
 Observations: Box (flat vectors, or ``(C, H, W)`` uint8 images), Discrete and 1-D MultiDiscrete (one-hot
-encoded), MultiBinary, and Dict of those one level deep. Actions: what each algorithm declares (``RLModule.action_spaces``). Everything else
-is refused before any env is stepped, by a ValueError that names the algorithm, the space and the
-gymnasium wrapper that would help.
+encoded), MultiBinary, and Dict of those one level deep. Actions: what each algorithm declares
+(``RLModule.action_spaces``). Everything else is refused before any env is stepped, by a ValueError that
+names the algorithm, the space and the gymnasium wrapper that would help.
 """
 
 from __future__ import annotations
