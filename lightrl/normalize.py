@@ -114,9 +114,10 @@ class RunningMeanStd(nn.Module):
 class ObservationNormalizer(nn.Module):
     """The policy's observation normalization: a :class:`RunningMeanStd` per normalized part of the observation.
 
-    A Box observation has one part; a Dict observation one per float Box key (image and Discrete parts pass
-    through unchanged). Statistics change only through :meth:`accumulate` and :meth:`sync`, which the
-    algorithms call while training, so acting, evaluation and export use them frozen.
+    A Box observation has one part, ``"obs"``; a Dict observation one per float Box key (image and Discrete
+    parts pass through unchanged). :meth:`statistics` gives a part's statistics. They change only through
+    :meth:`accumulate` and :meth:`sync`, which the algorithms call while training, so acting, evaluation and
+    export use them frozen.
 
     Args:
         observation_space: The env's single observation space (Box, or Dict of spaces).
@@ -136,12 +137,18 @@ class ObservationNormalizer(nn.Module):
         super().__init__()
         self.is_dict = isinstance(observation_space, spaces.Dict)
         parts = observation_space.spaces if self.is_dict else {"obs": observation_space}
-        self.stats = nn.ModuleDict({key: RunningMeanStd(space.shape, clip) for key, space in parts.items() if is_normalized(space)})
-        if not self.stats:
+        keys = [key for key, space in parts.items() if is_normalized(space)]
+        if not keys:
             raise ValueError(f"normalize_obs=True needs float Box observations (or Dict parts), got {observation_space}.")
-        # The same modules as a plain tuple (not registered twice): forward() runs on every env step, and a
-        # ModuleDict lookup plus a Module call per part would cost more than the normalization itself.
-        self.parts = tuple(self.stats.items())
+        # A ModuleList in key order, not a ModuleDict: a Dict's keys may hold dots, which module names cannot.
+        self.stats = nn.ModuleList([RunningMeanStd(parts[key].shape, clip) for key in keys])
+        # The same modules with their keys, as a plain tuple (not registered twice): forward() runs on every env step.
+        self.parts: tuple[tuple[str, RunningMeanStd], ...] = tuple(zip(keys, self.stats))
+        self.register_load_state_dict_pre_hook(rename_keyed_statistics)
+
+    def statistics(self, key: str = "obs") -> RunningMeanStd:
+        """The running statistics of the Dict key ``key`` (``"obs"`` for a Box observation)."""
+        return dict(self.parts)[key]
 
     def forward(self, obs: Observation) -> Observation:
         """Normalized observations (a tensor, or a dict with its normalized parts replaced)."""
@@ -154,7 +161,7 @@ class ObservationNormalizer(nn.Module):
 
     def accumulate(self, obs: Observation) -> None:
         """Add a batch of raw observations to the samples of the next :meth:`sync` (this process only)."""
-        for key, stats in self.stats.items():
+        for key, stats in self.parts:
             stats.accumulate(obs[key] if self.is_dict else obs)
 
     def sync(self, all_reduce: Callable[[Tensor], Tensor] | None = None) -> None:
@@ -164,13 +171,21 @@ class ObservationNormalizer(nn.Module):
             all_reduce: Sums a tensor over the DDP ranks (e.g. ``lambda t: trainer.strategy.reduce(t, reduce_op="sum")``);
                 None in a single process. All ranks must call it together.
         """
-        pending = [stats.take_pending() for stats in self.stats.values()]
+        pending = [stats.take_pending() for stats in self.stats]
         sizes = [p.numel() for p in pending]
         moments = torch.cat(pending)
         if all_reduce is not None:
             moments = all_reduce(moments)
-        for stats, part in zip(self.stats.values(), moments.split(sizes)):
+        for stats, part in zip(self.stats, moments.split(sizes)):
             stats.sync(part)
+
+
+def rename_keyed_statistics(module: ObservationNormalizer, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load checkpoints written when the statistics were keyed by name (``stats.<key>.mean``) as ``stats.<index>.mean``."""
+    for index, (key, _) in enumerate(module.parts):
+        old, new = f"{prefix}stats.{key}.", f"{prefix}stats.{index}."
+        for name in [name for name in state_dict if name.startswith(old)] if old != new else []:
+            state_dict[new + name[len(old):]] = state_dict.pop(name)
 
 
 class RewardNormalizer:

@@ -114,7 +114,7 @@ def test_ddp_ranks_share_the_observation_statistics(tmp_path, algo):
     a, b = (rank["obs_statistics"] for rank in ranks)
     assert a == b  # every rank normalizes with the same statistics, bit for bit
     # ... which count the observations of both ranks (each rank acted on half of them).
-    assert a["stats.obs.count"] == pytest.approx(kwargs["total_timesteps"] + 1e-4, rel=1e-12)
+    assert a["stats.0.count"] == pytest.approx(kwargs["total_timesteps"] + 1e-4, rel=1e-12)
 
 
 @pytest.mark.timeout(300)

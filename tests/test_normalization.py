@@ -19,7 +19,7 @@ import lightrl
 from lightrl.data.collector import Collector
 from lightrl.envs.vector import make_vec_env, resolve_wrappers, wrapper_spec
 from lightrl.normalize import EPSILON, ObservationNormalizer, RewardNormalizer, RunningMeanStd
-from tests.conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE
+from tests.conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE, SPACES_ID
 
 OFFSET_ID = "lightrl-test/OffsetSign-v0"
 OFFSET = 1000.0
@@ -95,7 +95,7 @@ def test_running_statistics_match_gymnasiums_over_batches_of_any_size():
 def test_dict_observations_normalize_their_float_parts_and_pass_images_through():
     space = spaces.Dict({"pos": spaces.Box(-1e3, 1e3, (2,)), "image": spaces.Box(0, 255, (1, 4, 4), np.uint8)})
     normalizer = ObservationNormalizer(space, clip=5.0)
-    assert set(normalizer.stats) == {"pos"}
+    assert [key for key, _ in normalizer.parts] == ["pos"]
     image = torch.randint(0, 255, (2, 1, 4, 4), dtype=torch.uint8)
     normalizer.accumulate({"pos": torch.tensor([[100.0, 0.0], [300.0, 2.0]]), "image": image})
     normalizer.sync()
@@ -104,6 +104,29 @@ def test_dict_observations_normalize_their_float_parts_and_pass_images_through()
     torch.testing.assert_close(out["pos"], torch.zeros(1, 2), atol=1e-3, rtol=0)  # the initial count of 1e-4 weighs a little
     with pytest.raises(ValueError, match="normalize_obs=True needs float Box observations"):
         ObservationNormalizer(spaces.Box(0, 255, (3, 8, 8), np.uint8))
+
+
+def test_dict_keys_with_dots_get_their_own_statistics():
+    space = spaces.Dict({"robot.pos": spaces.Box(-1e3, 1e3, (1,)), "goal.pos": spaces.Box(-1e3, 1e3, (1,))})
+    normalizer = ObservationNormalizer(space)
+    normalizer.accumulate({"robot.pos": torch.tensor([[100.0], [300.0]]), "goal.pos": torch.tensor([[-5.0], [-5.0]])})
+    normalizer.sync()
+    assert normalizer.statistics("robot.pos").mean.item() == pytest.approx(200.0, rel=1e-4)
+    assert normalizer.statistics("goal.pos").mean.item() == pytest.approx(-5.0, rel=1e-4)
+    model = lightrl.PPO(SPACES_ID, env_kwargs={"observation_space": space, "action_space": spaces.Discrete(2)}, normalize_obs=True)
+    assert [key for key, _ in model.policy.obs_normalizer.parts] == ["goal.pos", "robot.pos"]  # gymnasium sorts the keys
+
+
+def test_checkpoints_with_statistics_keyed_by_name_still_load():
+    space = spaces.Dict({"pos": spaces.Box(-1e3, 1e3, (2,)), "vel": spaces.Box(-1e3, 1e3, (1,))})
+    source = ObservationNormalizer(space)
+    source.accumulate({"pos": torch.tensor([[1.0, 2.0], [3.0, 6.0]]), "vel": torch.tensor([[7.0], [9.0]])})
+    source.sync()
+    by_name = {name.replace("stats.0.", "stats.pos.").replace("stats.1.", "stats.vel."): value for name, value in source.state_dict().items()}
+    assert "stats.vel.mean" in by_name  # the layout of checkpoints written before the statistics were a ModuleList
+    loaded = ObservationNormalizer(space)
+    loaded.load_state_dict(by_name)
+    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in source.state_dict().items())
 
 
 def test_reward_normalizer_follows_sb3_vecnormalize():
@@ -198,7 +221,7 @@ def test_cli_takes_env_wrappers_and_normalization(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
     assert checkpoint["hyper_parameters"]["env_wrappers"] == [{"class_path": "gymnasium.wrappers.ClipAction", "init_args": {}}]
-    assert checkpoint["state_dict"]["policy.obs_normalizer.stats.obs.count"].item() == pytest.approx(128, abs=1e-3)
+    assert checkpoint["state_dict"]["policy.obs_normalizer.stats.0.count"].item() == pytest.approx(128, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- normalization while training
@@ -213,7 +236,7 @@ def test_statistics_count_every_observation_acted_on(algo, collector):
     kwargs = dict(num_envs=2, num_steps=32, hidden_sizes=[8]) if algo == "PPO" else dict(learning_starts=64, batch_size=16, hidden_sizes=[8], num_envs=2)
     model = getattr(lightrl, algo)("Pendulum-v1", total_timesteps=256, normalize_obs=True, collector=collector, **kwargs)
     fit(model, limit_val_batches=0)
-    stats = model.policy.obs_normalizer.stats["obs"]
+    stats = model.policy.obs_normalizer.statistics()
     assert stats.count.item() == pytest.approx(256 + 1e-4, rel=1e-12)
     # Pendulum's observation is (cos, sin, angular velocity): the statistics are those of the run's observations.
     assert (stats.var[:2] <= 1.0).all() and stats.var[2] > 0.1 and not torch.equal(stats.mean, torch.zeros(3, dtype=torch.float64))
@@ -223,7 +246,7 @@ def test_evaluation_uses_the_training_statistics_frozen():
     model = lightrl.PPO(OFFSET_ID, num_envs=4, num_steps=64, total_timesteps=12_288, learning_rate=3e-3, hidden_sizes=[16],
                         gamma=0.5, normalize_obs=True, eval_episodes=10)  # fmt: skip
     fit(model, limit_val_batches=0)
-    stats = model.policy.obs_normalizer.stats["obs"]
+    stats = model.policy.obs_normalizer.statistics()
     assert stats.mean.item() == pytest.approx(OFFSET, abs=0.1) and stats.var.item() == pytest.approx(1.0, abs=0.05)
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)

@@ -61,7 +61,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
 def test_resume_with_normalization_is_exact(tmp_path, algo, kwargs, stop_at):
     kwargs = {**kwargs, "normalize_obs": True, "normalize_reward": True}
     a, b, c = run_resume_check(lambda: algo(**kwargs), stop_at, tmp_path / "b.ckpt")
-    statistics = [m.policy.obs_normalizer.stats["obs"] for m in (a, b, c)]
+    statistics = [m.policy.obs_normalizer.statistics() for m in (a, b, c)]
     assert statistics[1].count < statistics[0].count == statistics[2].count  # (b) saw fewer observations
     # The state_dict holds the observation statistics: parameters and statistics alike differ by exactly 0.
     assert max_abs_diff(a, b) > 0 and max_abs_diff(a, c) == 0.0
