@@ -36,6 +36,9 @@ from pathlib import Path
 
 EXPERIMENTS = Path(__file__).parent
 
+#: CleanRL's PPO agent in SB3's terms: separate 64-64 actor and critic MLPs, Adam with eps 1e-5.
+CLEANRL_PPO_POLICY = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))
+
 # Each row: the lightrl experiment config (and overrides of its init_args), and the SB3 algorithm, kwargs and number
 # of envs of the same recipe (see shared/ANCHORS.md). `timesteps` is the row's default budget.
 ROWS = {
@@ -45,7 +48,7 @@ ROWS = {
         "lightrl": "ppo_cleanrl_cartpole.yaml",
         "sb3": ("PPO", dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
                             clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
-                            policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))), 4),
+                            policy_kwargs=CLEANRL_PPO_POLICY), 4),
     },
     "ppo_zoo": {
         "title": "PPO CartPole-v1, RL-zoo recipe",
@@ -84,7 +87,7 @@ ROWS = {
         # SB3 clips Box actions itself (ClipAction); VecNormalize normalizes observations and rewards as lightrl does.
         "sb3": ("PPO", dict(n_steps=2048, batch_size=64, n_epochs=10, learning_rate="linear:3e-4", gamma=0.99, gae_lambda=0.95,
                             clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
-                            policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))), 1),
+                            policy_kwargs=CLEANRL_PPO_POLICY), 1),
         "vec_normalize": dict(norm_obs=True, norm_reward=True, clip_obs=10.0, clip_reward=10.0, gamma=0.99),
     },
     "ppo_atari": {
