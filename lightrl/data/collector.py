@@ -157,11 +157,10 @@ class Collector(EpisodeStats):
         device; a dict of them for a Dict space."""
         if self._float_keys is not None:
             return {key: self._tensor(obs[key], dtype) for key, dtype in self.obs_dtype.items()}
-        x = torch.from_numpy(obs) if isinstance(obs, np.ndarray) else torch.as_tensor(obs)  # from_numpy: no dtype inference
-        return x.to(device=self.device, dtype=self.obs_dtype)
+        return self._tensor(obs, self.obs_dtype)
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> Tensor:
-        x = torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.as_tensor(array)
+        x = torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.as_tensor(array)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=dtype)
 
     @classmethod
