@@ -197,8 +197,8 @@ class DQN(OffPolicyAlgorithm):
         ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
         of ``num_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
         in cache, which a single pass over all rows would not. None with ``double_q``, for images
-        (whose activations would take too much memory), or for Discrete and Dict observations, which
-        are computed step by step.
+        (whose activations would take too much memory), or for observations other than flat Boxes,
+        which are computed step by step.
         """
         space = self.observation_space
         if self.hparams.double_q or not isinstance(space, spaces.Box) or len(space.shape) != 1:

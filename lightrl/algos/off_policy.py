@@ -299,7 +299,7 @@ def steps_view(value: Tensor | dict[str, Tensor], num_steps: int, batch_size: in
 def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box, nn.Module | None]:
     """Probe the env and return ``(obs_dim, action_space, encoder)`` for SAC and TD3.
 
-    They take flat vector observations as they are; Discrete and Dict observations (without images) through
+    They take flat vector observations as they are; other observations (Dicts without images) through
     a parameter-free encoder (one-hot, flatten, concatenate), whose output size is then ``obs_dim``.
     """
     obs_space, action_space = module.probe_spaces()

@@ -1,5 +1,5 @@
 """The actor-critic network of PPO and A2C: Discrete, Box, MultiDiscrete and MultiBinary actions; Box
-(vector or image), Discrete and Dict observations."""
+(vector or image), Discrete, MultiDiscrete, MultiBinary and Dict observations."""
 
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ class ActorCritic(nn.Module):
     """Policy and value networks.
 
     Vector observations get separate actor and critic MLPs (CleanRL's ``ppo.py``); image observations get
-    one Nature-CNN encoder shared by both heads (CleanRL's ``ppo_atari.py``). Discrete and Dict observations
-    go through an encoder shared by both (:mod:`lightrl.nn.encoders`: one-hot, and for a Dict a CNN per
-    image part and the vector parts flattened, concatenated), then through separate actor and critic MLPs,
+    one Nature-CNN encoder shared by both heads (CleanRL's ``ppo_atari.py``). Other observations go through
+    an encoder shared by both (:mod:`lightrl.nn.encoders`: one-hot for Discrete and MultiDiscrete, bits as
+    floats for MultiBinary, and for a Dict a CNN per image part and the others flattened, concatenated), then through separate actor and critic MLPs,
     as Stable-Baselines3's ``MultiInputPolicy`` does. Box actions use a state-independent log standard
     deviation, as in CleanRL's ``ppo_continuous_action.py``; MultiDiscrete actions a categorical per
     dimension, MultiBinary actions a Bernoulli per bit (:mod:`lightrl.nn.distributions`).
 
     Args:
-        observation_space: A Box of flat vectors or (C, H, W) uint8 images, a Discrete, or a Dict of those.
+        observation_space: A Box of flat vectors or (C, H, W) uint8 images, a Discrete, a 1-D MultiDiscrete, a
+            MultiBinary, or a Dict of those.
         action_space: Discrete, 1-D Box, MultiDiscrete or MultiBinary.
         hidden_sizes: Widths of the MLP hidden layers.
     """
@@ -56,7 +57,7 @@ class ActorCritic(nn.Module):
 
     def features(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
         """The encoder's output: the CNN's features for images, the flattened observations for vectors, the
-        encoded (one-hot, concatenated) observations for Discrete and Dict spaces."""
+        encoded (one-hot, concatenated) observations for the other spaces."""
         if self._flat_obs:
             return obs if obs.dim() == 2 else obs.flatten(1)
         return self.encoder(obs)

@@ -63,12 +63,13 @@ class QNetwork(nn.Module):
 
     Vector observations go through ``Linear``-``ReLU`` layers of widths ``hidden_sizes``. Image observations
     (``(C, H, W)`` uint8) go through the Nature-CNN (Mnih et al. 2015), whose linear layer has
-    ``hidden_sizes[0]`` units (512 in the paper); any further ``hidden_sizes`` follow it. Discrete and Dict
+    ``hidden_sizes[0]`` units (512 in the paper); any further ``hidden_sizes`` follow it. Other
     observations are encoded first (:func:`lightrl.nn.encoders.observation_encoder`), then go through the
     ``hidden_sizes`` layers.
 
     Args:
-        observation_space: A Box of flat vectors or ``(C, H, W)`` uint8 images, a Discrete, or a Dict of those.
+        observation_space: A Box of flat vectors or ``(C, H, W)`` uint8 images, a Discrete, a 1-D MultiDiscrete,
+            a MultiBinary, or a Dict of those.
         action_space: A Discrete space.
         hidden_sizes: Widths of the fully connected hidden layers.
         dueling: Split the head into a state value and action advantages, ``Q = V + A - mean(A)``.
@@ -118,7 +119,7 @@ class TwinQ(nn.Module):
         obs_dim: Size of a flat observation (of the encoder's output with ``encoder``).
         action_dim: Size of an action.
         hidden_sizes: Widths of each critic's hidden layers.
-        encoder: A parameter-free encoder of Discrete or Dict observations
+        encoder: A parameter-free encoder of observations other than flat Boxes
             (:func:`lightrl.nn.encoders.observation_encoder`); None for flat Box observations.
     """
 
