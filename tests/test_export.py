@@ -154,6 +154,17 @@ def test_pt2_has_a_dynamic_batch_dimension(tmp_path):
             assert torch.equal(program(obs), model.policy.act(obs))
 
 
+def test_export_names_an_observation_space_it_cannot_take(tmp_path):
+    class TupleGreedy(lightrl.policies.Policy):  # a custom policy: the algorithms refuse Tuple observations themselves
+        def act(self, obs):
+            return torch.zeros(len(obs[0]), dtype=torch.int64)
+
+    policy = TupleGreedy(spaces.Tuple([spaces.Box(-1, 1, (2,)), spaces.Discrete(3)]), spaces.Discrete(2))
+    with pytest.raises(ValueError, match=r"export supports Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces, got Tuple\("):
+        lightrl.export(policy, tmp_path / "policy.pt2")
+    assert not (tmp_path / "policy.pt2").exists()
+
+
 def test_export_rejects_an_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"policy.onnx or policy.pt2"):
         lightrl.export(lightrl.DQN("CartPole-v1"), tmp_path / "policy.zip")
