@@ -35,6 +35,7 @@ from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
 from lightrl.deploy import FORMATS, export
 from lightrl.errors import NonFiniteError
 from lightrl.evaluation import evaluate
+from lightrl.safe_checkpoint import check_wrappers
 from lightrl.utils import load_module
 
 #: What each subcommand does, for ``lightrl --help``.
@@ -107,6 +108,12 @@ class LightRLCLI(LightningCLI):
         # The run keeps the checkpoint's hyperparameters, except those set by --model.* flags.
         explicit = {m.group(1) for arg in self.argv if (m := re.match(r"--model\.(?:init_args\.)?(\w+)", arg))}
         hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k not in explicit and not k.startswith("_")}
+        given = config.model.get("init_args", {}).get("env_wrappers")
+        if hparams.get("env_wrappers") and hparams["env_wrappers"] != given:  # the config's own wrappers are the user's to trust
+            try:
+                check_wrappers(hparams, f"checkpoint {path!r}", trust_hint="if you trust it, pass the same env_wrappers with --config or --model.env_wrappers")
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         self.config = self.parser.parse_object({subcommand: {"model": {"class_path": model_class, "init_args": hparams}}}, self.config)
         run_id = checkpoint.get("lightrl", {}).get("wandb_run_id")
         logger = self.config[subcommand].trainer.get("logger")

@@ -15,6 +15,7 @@ import numpy as np
 from lightrl.envs.atari import is_atari, make_atari_env
 from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
+from lightrl.safe_checkpoint import open_env_state, sign_env_state
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 #: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
@@ -246,7 +247,8 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
             envs = cloudpickle.dumps(vector.envs)
         except Exception as err:  # any env attribute may refuse pickling (C++ handles, open files, sockets)
             return {"error": f"{type(vector.envs[0].unwrapped).__name__} cannot be pickled ({type(err).__name__}: {err})"}
-        return {"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}
+        # Signed, so that resume unpickles only what this user's processes wrote (lightrl.safe_checkpoint).
+        return sign_env_state({"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)})
 
     def set_state(self, state: dict[str, Any]) -> bool:
         """Restore what :meth:`get_state` captured; warn and return False if that was not possible.
@@ -256,14 +258,17 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         """
         if "envs" in state:
             vector = self.env.unwrapped
-            envs = pickle.loads(state["envs"])
-            if len(envs) == len(vector.envs):
+            opened = open_env_state(state)  # (envs, action-space RNG state), or why not
+            if isinstance(opened, str):
+                reason = opened
+            elif len(opened[0]) == len(vector.envs):
                 vector.close_extras()
-                vector.envs = envs
-                self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
+                vector.envs = opened[0]
+                self.env.action_space.np_random.bit_generator.state = opened[1]
                 self._seeded = True
                 return True
-            reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+            else:
+                reason = f"the checkpoint has {len(opened[0])} sub-envs, this run {len(vector.envs)}"
         else:
             reason = state.get("error", "the checkpoint has no env state")
         warn_env_state_lost(reason)
