@@ -7,6 +7,8 @@ from typing import Any
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lightrl.budget import check_budget
+
 
 class UnsupportedTrainerFlag(MisconfigurationException):
     """A Trainer flag that cannot apply to a lightrl algorithm; the message names the lightrl setting to use."""
@@ -51,3 +53,4 @@ def check_trainer_flags(trainer: Any, module: Any) -> None:
         problems.append(f"Trainer(overfit_batches={trainer.overfit_batches}) does not apply to {name}: use a small total_timesteps instead.")
     if problems:
         raise UnsupportedTrainerFlag(problems[0])
+    check_budget(trainer, module)
