@@ -32,8 +32,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightrl.algos.base import RLModule
 from lightrl.algos.resume import check_class, check_resume
 from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
+from lightrl.checkpoint_io import CheckpointWriteError, previous_version
 from lightrl.deploy import FORMATS, export
-from lightrl.errors import NonFiniteError
+from lightrl.errors import EnvWorkerDied, NonFiniteError
 from lightrl.evaluation import evaluate
 from lightrl.safe_checkpoint import check_wrappers
 from lightrl.utils import load_module
@@ -211,7 +212,9 @@ def read_checkpoint(path: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, foreign pickle: all mean "cannot resume from this"
-        raise UsageError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: {err}); it may be truncated or not a checkpoint.") from None
+        prev = previous_version(path)
+        fallback = f" The version before it is kept: resume with --ckpt_path {str(prev)!r}." if prev else ""
+        raise UsageError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: {err}); it may be truncated or not a checkpoint.{fallback}") from None
 
 
 def find_checkpoint(given: str) -> str:
@@ -328,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteError as err:
+    except (NonFiniteError, CheckpointWriteError, EnvWorkerDied) as err:
         print(f"lightrl: error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:

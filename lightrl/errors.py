@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class NonFiniteError(RuntimeError):
     """NaN or Inf in observations, rewards, losses or gradients: training stops with this error."""
+
+
+class EnvWorkerDied(RuntimeError):
+    """A worker process of a ``vectorization="async"`` vector env died (killed, out of memory, a crash in C code)."""

@@ -6,6 +6,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
 from lightrl.callbacks.progress import EnvStepProgressBar, EnvStepRichProgressBar
+from lightrl.checkpoint_io import AtomicCheckpoints
 
 __all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoints"]
 
@@ -50,6 +51,7 @@ def default_callbacks(module) -> list[Callback]:
     - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoints`' two (the best by
       ``eval/return_mean``, and ``last.ckpt`` every epoch). A ``ModelCheckpoint`` configured by you is kept as it is.
     - :class:`SaveOnInterrupt`, unless the Trainer already has one.
+    - :class:`~lightrl.checkpoint_io.AtomicCheckpoints`: checkpoint files are written atomically.
     """
     trainer = module.trainer
     present = trainer.callbacks
@@ -64,4 +66,5 @@ def default_callbacks(module) -> list[Callback]:
         callbacks.extend(default_checkpoints(validation=trainer.limit_val_batches != 0))
     if not any(isinstance(c, SaveOnInterrupt) for c in present):
         callbacks.append(SaveOnInterrupt())
+    callbacks.append(AtomicCheckpoints())
     return callbacks

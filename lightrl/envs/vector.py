@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pickle
+import signal
 import time
 from typing import Any, Callable, Sequence, Union
 
@@ -15,6 +16,7 @@ import numpy as np
 from lightrl.envs.atari import is_atari, make_atari_env
 from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
+from lightrl.errors import EnvWorkerDied
 from lightrl.safe_checkpoint import open_env_state, sign_env_state
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
@@ -211,7 +213,7 @@ def make_vec_env(
     fns = [lambda: make_env(env_id, env_kwargs, wrappers, env_wrappers) for _ in range(num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
-    return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
+    return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank), env_id)
 
 
 class SeededVectorEnv(gym.vector.VectorWrapper):
@@ -222,9 +224,10 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
     the same episodes.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]):
+    def __init__(self, env: gym.vector.VectorEnv, seeds: list[int], env_id: str | None = None):
         super().__init__(env)
         self.seeds = seeds
+        self.env_id = env_id
         self._seeded = False
         self.env.action_space.seed(seeds[0])
 
@@ -280,7 +283,45 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         if seed is None and not self._seeded:
             seed = self.seeds
         self._seeded = True
-        return self.env.reset(seed=seed, options=options)
+        try:
+            return self.env.reset(seed=seed, options=options)
+        except (EOFError, OSError) as err:  # a worker of an async vector env died: its pipe is closed
+            raise stop_workers(self.env.unwrapped, self.env_id, err) from None
+
+    def step(self, actions: Any):
+        try:
+            return self.env.step(actions)
+        except (EOFError, OSError) as err:
+            raise stop_workers(self.env.unwrapped, self.env_id, err) from None
+
+
+def stop_workers(vector: gym.vector.VectorEnv, env_id: str | None, err: BaseException) -> BaseException:
+    """The error to raise when a call to an async vector env failed: :class:`EnvWorkerDied` naming the dead worker.
+
+    The other workers are terminated and the vector env is marked closed, so that closing it later does
+    not wait on the dead worker's pipe. Any other failure is returned as it was.
+    """
+    processes = getattr(vector, "processes", None)
+    if not processes:
+        return err
+    deadline = time.monotonic() + 2.0  # the pipe closes a moment before the dead worker can be reaped
+    while all(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dead = [(i, p) for i, p in enumerate(processes) if p.exitcode is not None]
+    if not dead:
+        return err
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for pipe in vector.parent_pipes:
+        pipe.close()
+    vector.closed = True  # VectorEnv.close() returns at once: nothing is left to close
+    index, process = dead[0]
+    how = f"killed by {signal.Signals(-process.exitcode).name}" if process.exitcode < 0 else f"exit code {process.exitcode}"
+    return EnvWorkerDied(
+        f"sub-env {index} of {len(processes)} ({env_id or 'env'}, vectorization='async', worker pid {process.pid}) died ({how}); "
+        "the other workers were stopped. Resume with --ckpt_path last (trainer.fit(..., ckpt_path=...)): last.ckpt holds the run up to its last epoch."
+    )
 
 
 def episode_stats(infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
