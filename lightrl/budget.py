@@ -71,18 +71,22 @@ def check_budget(trainer: Any, module: Any) -> None:
     epochs, max_epochs = math.ceil(batches / per_epoch), trainer.fit_loop.max_epochs
     if max_epochs is not None and 0 <= max_epochs < epochs:
         reached = min(total, warmup + max_epochs * per_epoch * per_env_batch)
-        caps.append((reached,
+        line = (
             f"Trainer(max_epochs={max_epochs}) wins over total_timesteps={total:,}: the run stops after {max_epochs} epoch(s), at about "
             f"{reached:,} env steps, and the budget needs {epochs:,} epochs of timesteps_per_epoch={module.hparams.timesteps_per_epoch:,}; "
-            "raise max_epochs, or set max_epochs=-1 to train the whole budget."))  # fmt: skip
+            "raise max_epochs, or set max_epochs=-1 to train the whole budget."
+        )
+        caps.append((reached, line))
     per_batch, exact = optimizer_steps_per_batch(module)
     steps = batches * per_batch
     if trainer.max_steps != -1 and trainer.max_steps < steps:
         reached = min(total, warmup + (trainer.max_steps // per_batch) * per_env_batch)
-        caps.append((reached,
+        line = (
             f"Trainer(max_steps={trainer.max_steps:,}) wins over total_timesteps={total:,}: max_steps counts optimizer steps, and the "
             f"budget takes {'' if exact else 'at least '}{steps:,} ({batches:,} training batches of {per_batch} each), so the run stops "
-            f"at about {reached:,} env steps; raise max_steps, or set max_steps=-1 to train the whole budget."))  # fmt: skip
+            f"at about {reached:,} env steps; raise max_steps, or set max_steps=-1 to train the whole budget."
+        )
+        caps.append((reached, line))
     if caps:
         say(min(caps)[1])  # the cap that stops the run first
 

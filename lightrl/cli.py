@@ -46,6 +46,8 @@ SUBCOMMAND_HELP = {
     "test": "Play test_episodes deterministic episodes on envs of their own seeds; log test/return_mean.",
     "predict": "Print the deterministic actions for the first observations of eval_episodes fresh episodes.",
 }
+#: ``--trusted`` of ``lightrl evaluate`` and ``lightrl export`` (see lightrl.safe_checkpoint).
+TRUSTED_HELP = "a checkpoint you wrote: allow env_wrappers that are functions, not only gymnasium.Wrapper classes"
 DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": "runs"}}
 
 
@@ -248,13 +250,17 @@ def evaluate_main(argv: Sequence[str]) -> None:
     parser.add_argument("--num_episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
+    parser.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     args = parser.parse_args(argv)
     given = args.ckpt_path or args.checkpoint
     if not given:
         raise UsageError("`lightrl evaluate` needs a checkpoint: pass --ckpt_path PATH (or --ckpt_path last).")
     path = find_checkpoint(given)
     read_checkpoint(path)
-    module = load_module(path)
+    try:
+        module = load_module(path, trusted=args.trusted)
+    except ValueError as err:  # not a lightrl checkpoint, or one naming code it may not run
+        raise UsageError(str(err)) from None
     mean, std = evaluate(module, num_episodes=args.num_episodes, seed=args.seed, deterministic=not args.stochastic)
     print(f"{type(module).__name__} on {module.hparams.env_id}: return {mean:.2f} +/- {std:.2f} over {args.num_episodes} episodes")
 
@@ -274,6 +280,7 @@ def export_main(argv: Sequence[str]) -> None:
     parser = OneLineParser(prog="lightrl export", description="Write a lightrl checkpoint's deterministic policy as ONNX or a torch.export archive.")
     parser.add_argument("ckpt_path", help="a checkpoint written by `lightrl fit` or Trainer.fit, or `last`")
     parser.add_argument("--output", required=True, help="policy.onnx (ONNX, for onnxruntime or TensorRT) or policy.pt2 (torch.export)")
+    parser.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     args = parser.parse_args(argv)
     output = Path(args.output)
     check_output_path(output)
@@ -282,7 +289,7 @@ def export_main(argv: Sequence[str]) -> None:
         raise UsageError(f"checkpoint {ckpt_path!r} was not written by a lightrl algorithm (it has no 'lightrl' section); "
                          "pass a checkpoint from `lightrl fit` or Trainer.fit.")  # fmt: skip
     try:
-        module = load_module(ckpt_path)
+        module = load_module(ckpt_path, trusted=args.trusted)
         export(module, output)
     except (ValueError, ImportError) as err:  # an env that cannot be made here, a missing export dependency
         raise UsageError(str(err)) from None

@@ -126,7 +126,10 @@ def import_path(path: str) -> Any:
         raise ValueError(f"cannot import {path!r} ({type(err).__name__}: {err})") from None
 
 
-def check_wrappers(hparams: dict[str, Any], source: str, trust_hint: str = "if you trust it, load it with lightrl.load_module(path, trusted=True)") -> None:
+TRUST_HINT = "if you trust it, load it with lightrl.load_module(path, trusted=True) (lightrl evaluate/export: --trusted)"
+
+
+def check_wrappers(hparams: dict[str, Any], source: str, trust_hint: str = TRUST_HINT) -> None:
     """Raise ``ValueError`` unless every ``env_wrappers`` entry of ``hparams`` names a ``gymnasium.Wrapper`` class.
 
     A checkpoint's hyperparameters are data, but an ``env_wrappers`` entry names a callable that is called

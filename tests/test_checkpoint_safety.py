@@ -149,3 +149,22 @@ def test_cli_fit_refuses_a_function_named_as_env_wrapper_in_one_line(checkpoint,
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and not marker.exists()
     assert "env_wrappers[0] is 'pydoc.pipepager', not a gymnasium.Wrapper class" in err and "--model.env_wrappers" in err
+
+
+def identity_wrapper(env):
+    """A function used as env wrapper: harmless, but a checkpoint naming a function is refused unless trusted."""
+    return env
+
+
+def test_a_function_wrapper_of_your_own_loads_when_trusted(tmp_path, capsys):
+    from lightrl.cli import main
+
+    fit(lightrl.PPO(**RUN, total_timesteps=64, env_wrappers=[identity_wrapper])).save_checkpoint(tmp_path / "own.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path / "own.ckpt"), "--num_episodes", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "identity_wrapper', not a gymnasium.Wrapper class" in err
+    assert "--trusted" in err
+    main(["evaluate", str(tmp_path / "own.ckpt"), "--num_episodes", "1", "--trusted"])
+    assert "PPO on CartPole-v1: return" in capsys.readouterr().out
+    assert isinstance(lightrl.load_module(tmp_path / "own.ckpt", trusted=True), lightrl.PPO)

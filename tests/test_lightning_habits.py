@@ -93,7 +93,8 @@ def test_the_default_checkpoint_keeps_the_best_evaluation_and_last(tmp_path):
     assert type(best) is type(last) is ModelCheckpoint and best is fit_trainer.checkpoint_callback
     assert best.monitor == "eval/return_mean" and best.best_model_score.item() == max(record.eval_returns)
     assert last.best_model_path == str(tmp_path / "checkpoints" / "last.ckpt")
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", best.best_model_path.split("/")[-1]])
+    # last.ckpt.prev: the last.ckpt of the epoch before, kept by lightrl's atomic writes (docs/checkpoints.md)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", "last.ckpt.prev", best.best_model_path.split("/")[-1]])
 
 
 def test_validation_does_not_change_training(tmp_path):
