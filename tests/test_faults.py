@@ -125,3 +125,24 @@ def test_a_damaged_last_checkpoint_is_named_and_the_previous_one_resumes(tmp_pat
     assert f"checkpoint '{last}' cannot be read" in err and f"resume with --ckpt_path '{last}.prev'" in err
     main([*args, "--model.total_timesteps", "256", "--ckpt_path", f"{last}.prev"])
     assert env_steps(last) == 256
+
+
+def test_cli_reports_a_failed_checkpoint_write_in_one_line(tmp_path, capsys):
+    config = tmp_path / "limit.yaml"
+    config.write_text("trainer:\n  callbacks:\n    - class_path: test_faults.FileSizeLimit\n      init_args:\n        epoch: 1\n")
+    args = ["fit", "--model", "PPO", *[f"--model.{k}={v}" for k, v in RUN.items() if k != "hidden_sizes"], "--model.total_timesteps", "256",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
+            "--trainer.default_root_dir", str(tmp_path), "--config", str(config)]  # fmt: skip
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightrl: error:")]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert exit_info.value.code == 1 and len(err) == 1
+    assert err[0] == (f"lightrl: error: checkpoint '{last}' could not be written (File too large); the previous last.ckpt is unchanged. "
+                      "Free disk space or fix the folder's permissions, then resume with --ckpt_path last.")  # fmt: skip
+    main([*args[:-2], "--ckpt_path", "last"])  # without the limit: continues from epoch 0's last.ckpt
+    assert env_steps(last) == 256 and leftovers(last.parent) == []
