@@ -564,7 +564,7 @@ def train_recipe(name: str, seed: int) -> float:
     trainer = fit(model, **config["trainer"])
     mean_return, std_return = lightrl.evaluate(model, num_episodes=10)
     print(f"{name} seed {seed}: {mean_return:.1f} +- {std_return:.1f} after {model.env_steps} env steps, {model.sps:.0f} SPS")
-    assert trainer.current_epoch == 1 and model.env_steps == config["model"]["init_args"]["total_timesteps"]
+    assert model.env_steps == config["model"]["init_args"]["total_timesteps"] and not trainer.interrupted
     return mean_return
 
 
