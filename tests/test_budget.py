@@ -57,10 +57,11 @@ def test_a_max_steps_below_the_budget_wins_and_counts_optimizer_steps(said_befor
     trainer = L.Trainer(max_steps=100, **QUIET)
     trainer.fit(model)
     assert model.env_steps == 100 and trainer.global_step == 100
-    assert said_before_envs == [
+    expected = (
         "lightrl: Trainer(max_steps=100) wins over total_timesteps=4,008: max_steps counts optimizer steps, and the budget takes 4,008 "
         "(1,002 training batches of 4 each), so the run stops at about 100 env steps; raise max_steps, or set max_steps=-1 to train the whole budget."
-    ]
+    )
+    assert said_before_envs == [expected]
 
 
 def test_caps_that_the_budget_does_not_reach_say_nothing(said_before_envs):
