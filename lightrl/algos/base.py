@@ -73,7 +73,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             sampling RNG (``seed + rank``).
         total_timesteps: Budget in env steps, summed over sub-envs and ranks.
         num_envs: Sub-envs per process.
-        vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
+        vectorization: ``"auto"`` (the env's native vector env for CartPole and Atari ids without
+            ``env_wrappers``, else ``"sync"``), ``"native"``, ``"sync"``, ``"async"`` (a process per sub-env, for
+            expensive envs) or ``"envpool"``; see :func:`lightrl.envs.make_vec_env`.
         env_kwargs: Keyword arguments for ``gym.make``.
         timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
             rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
@@ -147,7 +149,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         seed: int = 1,
         total_timesteps: int = 100_000,
         num_envs: int = 4,
-        vectorization: str = "sync",
+        vectorization: str = "auto",
         env_kwargs: dict[str, Any] | None = None,
         timesteps_per_epoch: int = 20_000,
         eval_episodes: int = 10,
@@ -188,8 +190,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
         require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
                 f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
-        require(not env_wrappers or vectorization != "envpool",
-                "env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")  # fmt: skip
+        require(not env_wrappers or vectorization not in ("envpool", "native"),
+                f"env_wrappers do not apply to vectorization={vectorization!r} (one vector env, no per-env wrappers); use 'sync' or 'async'.")  # fmt: skip
         wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
         #: The resolved ``env_wrappers``: what every env of this module is wrapped with.
         self.env_wrappers = resolve_wrappers(wrappers)

@@ -15,12 +15,13 @@ import numpy as np
 from lightrl.envs.atari import is_atari, make_atari_env
 from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
+from lightrl.envs.native import native_factory
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 #: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
 #: importable callable (Python).
 WrapperSpec = Union[dict[str, Any], str, EnvWrapper]
-VECTORIZATIONS = ("sync", "async", "envpool")
+VECTORIZATIONS = ("auto", "native", "sync", "async", "envpool")
 
 
 def wrapper_spec(entry: WrapperSpec, index: int = 0) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def make_vec_env(
     num_envs: int = 1,
     seed: int = 0,
     rank: int = 0,
-    vectorization: str = "sync",
+    vectorization: str = "auto",
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[EnvWrapper] = (),
     env_wrappers: Sequence[EnvWrapper] = (),
@@ -186,8 +187,11 @@ def make_vec_env(
         num_envs: Number of sub-envs in this process.
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
-        vectorization: ``"sync"`` (one process; fastest for cheap envs), ``"async"`` (a process per sub-env)
-            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; wrappers do not apply).
+        vectorization: ``"auto"`` (``"native"`` for CartPole and Atari ids without per-env wrappers, else
+            ``"sync"``), ``"native"`` (the env's own vector env, stepping all sub-envs in one call: numpy for
+            CartPole, ale-py's C++ threads for Atari; see :mod:`lightrl.envs.native`), ``"sync"`` (one process,
+            a Python loop over the sub-envs), ``"async"`` (a process per sub-env) or ``"envpool"`` (EnvPool's
+            C++ envs, for the ids it provides). Wrappers apply to ``"sync"`` and ``"async"`` only.
         env_kwargs: Keyword arguments for ``gym.make``.
         wrappers: Extra per-env wrappers, applied outside lightrl's episode statistics (e.g. video recording).
         env_wrappers: The user's per-env wrappers, applied inside the episode statistics, which still
@@ -206,9 +210,17 @@ def make_vec_env(
         if env_wrappers:
             raise ValueError("env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
+    if vectorization in ("auto", "native"):
+        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), known_only=vectorization == "auto")
+        if factory is not None:
+            return SeededVectorEnv(factory(num_envs), env_seeds(seed, num_envs, rank))
+        if vectorization == "native":
+            if env_id not in gym.envs.registry:
+                make_env(env_id, env_kwargs).close()  # raises lightrl's error for an unknown id
+            raise ValueError(f"vectorization='native' is not available here: {reason}. Use vectorization='sync'.")
     make_env(env_id, env_kwargs, wrappers, env_wrappers).close()  # fail here, in this process, on a bad id
     fns = [lambda: make_env(env_id, env_kwargs, wrappers, env_wrappers) for _ in range(num_envs)]
-    vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    vector_cls = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
     return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
 
@@ -218,7 +230,7 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
 
     For a synchronous vector env, :meth:`get_state` and :meth:`set_state` capture and restore every
     sub-env (with its wrappers, RNG and episode in progress), which is what lets a resumed run continue
-    the same episodes.
+    the same episodes. A native vector env with a ``get_state``/``set_state`` of its own (CartPole's) saves itself.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]):
@@ -237,7 +249,11 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         """
         vector = self.env.unwrapped
         if not isinstance(vector, gym.vector.SyncVectorEnv):
-            return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+            native = getattr(vector, "get_state", None)  # a native vector env that can save itself (SameStepCartPole)
+            if native is None:
+                return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+            state = native()
+            return state if "error" in state else {**state, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}
         rebuilt = [type(env.unwrapped).__name__ for env in vector.envs if isinstance(env.unwrapped, gym.utils.EzPickle)]
         if rebuilt:  # e.g. every MuJoCo env: its pickle would restore a fresh simulation, not the episode in progress
             return {"error": f"{rebuilt[0]} pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
@@ -254,15 +270,23 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         Without a state the sub-envs are reset on the next step, with seeds that differ from the run's
         first ones so that the resumed run does not replay its first episodes.
         """
-        if "envs" in state:
-            vector = self.env.unwrapped
+        vector = self.env.unwrapped
+        if "envs" in state and not isinstance(vector, gym.vector.SyncVectorEnv):
+            if getattr(vector, "set_state", None) is not None and vector.set_state(state):
+                self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
+                self._seeded = True
+                return True
+            reason = f"{type(vector).__name__} cannot restore this state (saved with another vectorization or number of sub-envs?)"
+        elif "envs" in state:
             envs = pickle.loads(state["envs"])
-            if len(envs) == len(vector.envs):
+            if isinstance(envs, list) and len(envs) == len(vector.envs):
                 vector.close_extras()
                 vector.envs = envs
                 self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
                 self._seeded = True
                 return True
+            if not isinstance(envs, list):
+                envs = ()  # saved by a native vector env
             reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
         else:
             reason = state.get("error", "the checkpoint has no env state")
