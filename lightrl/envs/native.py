@@ -103,14 +103,17 @@ class AtariVector(gym.vector.VectorEnv):
     As :func:`~lightrl.envs.atari.make_atari_env`: 84x84 grey frames, 4 stacked, each action repeated for 4
     frames with a max over the last 2, up to 30 no-ops and FIRE on reset, sticky actions off
     (``repeat_action_probability=0``, CleanRL's choice; ``-v5`` ids would default to 0.25), rewards clipped
-    to their sign, a life loss reported as ``terminated`` while the game goes on, and ``info["final_info"]
-    ["episode"]`` only at game over, with the raw game score ``"r"`` and ``"l"`` in emulator frames
-    (4 per agent step).
+    to their sign, a life loss reported as ``terminated`` while the game goes on, FIRE pressed again after
+    a life loss in games that have it, and ``info["final_info"]["episode"]`` only at game over, with the raw
+    game score ``"r"`` and ``"l"`` in emulator frames (4 per agent step).
 
     Where ale-py's C++ differs from the Python wrappers: on reset, FIRE is one frame and the no-ops follow
-    it; the first stack is padded with black frames rather than copies of the first; after a life loss play
-    goes on with the agent's next action (no NOOP/FIRE step); and OpenCV's area resize rounds some pixels
-    one grey level apart. Frames, rewards and terminations are otherwise the same (``tests/test_atari.py``).
+    it; the first stack is padded with black frames rather than copies of the first; the last frame of a
+    game is grabbed before the frame skip's end; and OpenCV's area resize rounds some pixels one grey level
+    apart. After a life loss, the Python preset takes a NOOP and a FIRE step inside ``reset()``; here the
+    agent's next action is replaced by FIRE (the stored action stays the agent's), so that a deterministic
+    policy that never fires cannot stall a game such as Breakout until its time limit. Frames, rewards and
+    terminations are otherwise the same (``tests/test_atari.py``).
 
     Args:
         env_id: An id registered by ale_py, e.g. ``"ALE/Breakout-v5"``.
@@ -137,19 +140,28 @@ class AtariVector(gym.vector.VectorEnv):
         self.metadata = {"autoreset_mode": AUTORESET_MODE}
         self.episodes = EpisodeCounter(num_envs)
         self._lives = np.zeros(num_envs, dtype=np.int32)
+        actions = [action.name for action in self.ale.ale.get_action_set()]
+        self._fire = actions.index("FIRE") if ATARI_PRESET["use_fire_reset"] and "FIRE" in actions else None
+        self._fire_next = np.zeros(num_envs, dtype=bool)  # sub-envs that lost a life in the last step
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         self.episodes.reset()
         obs, info = self.ale.reset(seed=None if seed is None else np.asarray(seed, dtype=np.int64), options=options)
         self._lives = info["lives"].copy()
+        self._fire_next[:] = False
         return obs, {}
 
     def step(self, actions: np.ndarray):
-        obs, rewards, game_over, time_limit, info = self.ale.step(np.asarray(actions, dtype=np.int64))
+        actions = np.asarray(actions, dtype=np.int64)
+        if self._fire_next.any():
+            actions = np.where(self._fire_next, self._fire, actions)
+        obs, rewards, game_over, time_limit, info = self.ale.step(actions)
         ended = game_over | time_limit  # only these are reset by ale-py (episodic_life=False)
         lives = info["lives"]
         life_lost = ~ended & (lives < self._lives) & (lives > 0)  # as ale-py's own life-loss signal
         self._lives = lives.copy()
+        if self._fire is not None:
+            self._fire_next = life_lost
         rewards = rewards.astype(np.float64)
         final_info = self.episodes.step(rewards, ended, FRAME_SKIP)
         terminated = game_over | life_lost
