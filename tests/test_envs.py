@@ -471,3 +471,52 @@ def test_native_cartpole_seeds_differ_per_rank_and_state_round_trips():
         np.testing.assert_array_equal(r1, r2)
     with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
         assert make_vec_env("CartPole-v1", 3).set_state(state) is False
+
+
+class CountingVectorEnv(gym.vector.VectorEnv):
+    """A native vector env of counters that end (terminated) at 3; SAME_STEP only if asked for."""
+
+    def __init__(self, num_envs: int = 1, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, max_episode_steps=None):
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode(autoreset_mode)}
+
+    def reset(self, *, seed=None, options=None):
+        self.count = np.zeros(self.num_envs, dtype=np.float32)
+        return self.count[:, None].copy(), {}
+
+    def step(self, actions):
+        self.count += 1
+        terminated = self.count >= 3
+        final = self.count[:, None].copy()
+        self.count[terminated] = 0
+        info = {"final_obs": final, "_final_obs": terminated} if terminated.any() else {}
+        return self.count[:, None].copy(), np.ones(self.num_envs), terminated, np.zeros(self.num_envs, dtype=bool), info
+
+
+class NextStepOnlyVectorEnv(CountingVectorEnv):
+    def __init__(self, num_envs: int = 1, max_episode_steps=None):
+        super().__init__(num_envs)
+
+
+gym.register("LightrlTest/NativeCounting-v0", vector_entry_point=CountingVectorEnv)
+gym.register("LightrlTest/NextStepOnly-v0", vector_entry_point=NextStepOnlyVectorEnv)
+
+
+def test_native_takes_an_own_vector_env_in_same_step_mode_and_adds_episode_statistics():
+    envs = make_vec_env("LightrlTest/NativeCounting-v0", 2, vectorization="native")
+    assert envs.metadata["autoreset_mode"] == AUTORESET_MODE
+    envs.reset()
+    for _ in range(2):
+        _, _, terminated, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+        assert not terminated.any() and episode_stats(infos)[0].size == 0
+    obs, _, terminated, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+    assert terminated.all() and obs.ravel().tolist() == [0.0, 0.0]
+    assert {i: o.tolist() for i, o in final_observations(infos).items()} == {0: [3.0], 1: [3.0]}
+    ids, returns, lengths = episode_stats(infos)
+    assert (ids.tolist(), returns.tolist(), lengths.tolist()) == ([0, 1], [3.0, 3.0], [3, 3])
+    with pytest.raises(ValueError, match="vectorization='native': 'LightrlTest/NextStepOnly-v0'.s vector env does not take autoreset_mode=SAME_STEP"):
+        make_vec_env("LightrlTest/NextStepOnly-v0", 2, vectorization="native")
