@@ -179,7 +179,7 @@ def make_vec_env(
 
     Sub-env ``i`` of DDP rank ``rank`` is seeded with ``seed + rank * num_envs + i`` on the first
     ``reset()``, so every sub-env on every rank has its own stream, and a run is reproducible for a
-    given seed. Finished episodes report ``{"r", "l"}`` in ``info["final_info"]["episode"]``; use
+    given seed. (A native CartPole draws all its sub-envs from one generator, seeded ``seed + rank * num_envs``.) Finished episodes report ``{"r", "l"}`` in ``info["final_info"]["episode"]``; use
     :func:`episode_stats` to read them.
 
     Args:
