@@ -471,6 +471,12 @@ def test_native_cartpole_seeds_differ_per_rank_and_state_round_trips():
         np.testing.assert_array_equal(r1, r2)
     with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
         assert make_vec_env("CartPole-v1", 3).set_state(state) is False
+    with pytest.warns(UserWarning, match="the checkpoint holds a native vector env's state"):
+        assert make_vec_env("CartPole-v1", 2, vectorization="sync").set_state(state) is False
+    sync = make_vec_env("CartPole-v1", 2, vectorization="sync")
+    sync.reset()
+    with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
+        assert make_vec_env("CartPole-v1", 2).set_state(sync.get_state()) is False
 
 
 class CountingVectorEnv(gym.vector.VectorEnv):

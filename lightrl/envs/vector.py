@@ -285,9 +285,10 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
                 self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
                 self._seeded = True
                 return True
-            if not isinstance(envs, list):
-                envs = ()  # saved by a native vector env
-            reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+            if isinstance(envs, list):
+                reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+            else:
+                reason = "the checkpoint holds a native vector env's state; this run uses vectorization='sync'"
         else:
             reason = state.get("error", "the checkpoint has no env state")
         warn_env_state_lost(reason)
