@@ -7,12 +7,16 @@ of training, and the env steps used; then the median over seeds. Runners alterna
 
     python experiments/time_to_solve.py                                 # CartPole: lightrl, sb3, cleanrl; seeds 1-5
     python experiments/time_to_solve.py --runners lightrl cleanrl --seeds 1 2 3 --eval-every 2048
+    python experiments/time_to_solve.py --env acrobot                   # Acrobot: lightrl, sb3
 
 CartPole-v1, threshold 475:
 - ``lightrl``: ``experiments/ppo_cartpole_fast.yaml``;
 - ``sb3``: Stable-Baselines3's PPO with the RL-zoo recipe (``benchmark.py``'s ``ppo_zoo`` row);
 - ``cleanrl``: :func:`cleanrl_ppo`, a CleanRL-style single-file PPO written for this race (CleanRL's
   ``ppo.py`` hyperparameters) on gymnasium's ``SyncVectorEnv``.
+
+Acrobot-v1, threshold -100: lightrl and SB3, both with the RL-zoo recipe (``normalize: true``, 16 envs,
+256 steps, GAE 0.94, 4 epochs of minibatches of 64, no entropy bonus).
 """
 
 from __future__ import annotations
@@ -32,7 +36,17 @@ from typing import Callable
 import numpy as np
 
 EXPERIMENTS = Path(__file__).parent
-ENV_ID, THRESHOLD = "CartPole-v1", 475.0
+#: Each race: env id, threshold, lightrl's recipe (a config file or init_args), SB3's (kwargs, envs, VecNormalize).
+RACES = {
+    "cartpole": {"env_id": "CartPole-v1", "threshold": 475.0, "lightrl": "ppo_cartpole_fast.yaml", "sb3": "ppo_zoo",
+                 "runners": ("lightrl", "sb3", "cleanrl")},
+    "acrobot": {"env_id": "Acrobot-v1", "threshold": -100.0,
+                "lightrl": dict(num_envs=16, num_steps=256, gamma=0.99, gae_lambda=0.94, update_epochs=4, num_minibatches=64,
+                                ent_coef=0.0, normalize_obs=True, hidden_sizes=[64, 64]),
+                "sb3": (dict(n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0), 16),
+                "runners": ("lightrl", "sb3")},
+}  # fmt: skip
+RACE = RACES["cartpole"]
 EVAL_SEEDS = list(range(1000, 1010))
 
 
@@ -40,7 +54,7 @@ def solved(act: Callable[[np.ndarray], np.ndarray]) -> tuple[bool, float]:
     """Play one deterministic episode on each of 10 fixed seeds; whether their mean return reaches the threshold."""
     import gymnasium as gym
 
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in EVAL_SEEDS], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(RACE["env_id"]) for _ in EVAL_SEEDS], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, _ = envs.reset(seed=EVAL_SEEDS)
     returns, done = np.zeros(len(EVAL_SEEDS)), np.zeros(len(EVAL_SEEDS), dtype=bool)
     while not done.all():
@@ -49,7 +63,7 @@ def solved(act: Callable[[np.ndarray], np.ndarray]) -> tuple[bool, float]:
         done |= terminated | truncated
     envs.close()
     mean = float(returns.mean())
-    return mean >= THRESHOLD, mean
+    return mean >= RACE["threshold"], mean
 
 
 class Race:
@@ -82,9 +96,13 @@ def run_lightrl(seed: int, race: Race) -> None:
 
     import lightrl
 
-    config = yaml.safe_load((EXPERIMENTS / "ppo_cartpole_fast.yaml").read_text())["model"]
-    cls = getattr(lightrl, config["class_path"].rsplit(".", 1)[1])
-    model = cls(**{**config["init_args"], "seed": seed, "total_timesteps": race.budget})
+    recipe = RACE["lightrl"]
+    if isinstance(recipe, str):
+        config = yaml.safe_load((EXPERIMENTS / recipe).read_text())["model"]
+        cls, init_args = getattr(lightrl, config["class_path"].rsplit(".", 1)[1]), config["init_args"]
+    else:
+        cls, init_args = lightrl.PPO, {"env_id": RACE["env_id"], **recipe}
+    model = cls(**{**init_args, "seed": seed, "total_timesteps": race.budget})
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -107,13 +125,23 @@ def run_sb3(seed: int, race: Race) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    _, kwargs, num_envs = ROWS["ppo_zoo"]["sb3"]
-    env = make_vec_env(ENV_ID, n_envs=num_envs, seed=seed)
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if isinstance(RACE["sb3"], str):
+        (_, kwargs, num_envs), normalize = ROWS[RACE["sb3"]]["sb3"], False
+    else:
+        (kwargs, num_envs), normalize = RACE["sb3"], True
+    env = make_vec_env(RACE["env_id"], n_envs=num_envs, seed=seed)
+    if normalize:  # the zoo's normalize: true (observations and rewards)
+        env = VecNormalize(env, gamma=kwargs["gamma"])
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", **{k: sb3_value(v, env) for k, v in kwargs.items()})
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return model.predict(env.normalize_obs(obs) if normalize else obs, deterministic=True)[0]
 
     class Stop(BaseCallback):
         def _on_step(self) -> bool:
-            return not race.check(self.num_timesteps, lambda obs: model.predict(obs, deterministic=True)[0])
+            return not race.check(self.num_timesteps, act)
 
     race.fit_start = time.perf_counter()
     model.learn(race.budget, callback=Stop())
@@ -131,7 +159,7 @@ def cleanrl_ppo(seed: int, race: Race, num_envs: int = 4, num_steps: int = 128, 
     from torch import nn
 
     torch.manual_seed(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(RACE["env_id"]) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
     def layer(i: int, o: int, std: float = 2**0.5) -> nn.Linear:
         linear = nn.Linear(i, o)
@@ -218,19 +246,26 @@ def worker(runner: str, seed: int, eval_every: int, budget: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--env", choices=list(RACES), default="cartpole")
+    parser.add_argument("--runners", nargs="+", default=None, choices=list(RUNNERS), help="default: every runner of the race")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--eval-every", type=int, default=4096, help="env steps between evaluations (default 4096)")
     parser.add_argument("--budget", type=int, default=200_000, help="env steps after which a run gives up")
     parser.add_argument("--worker", nargs=2, metavar=("RUNNER", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global RACE
+    RACE = RACES[args.env]
+    runners = args.runners or list(RACE["runners"])
+    if not set(runners) <= set(RACE["runners"]):
+        parser.error(f"--env {args.env} races {list(RACE['runners'])}, not {sorted(set(runners) - set(RACE['runners']))}")
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.eval_every, args.budget)
         return
-    results: dict[str, list[dict]] = {runner: [] for runner in args.runners}
+    results: dict[str, list[dict]] = {runner: [] for runner in runners}
     for seed in args.seeds:
-        for runner in args.runners:  # alternate, so that machine noise hits every runner alike
-            cmd = [sys.executable, __file__, "--worker", runner, str(seed), "--eval-every", str(args.eval_every), "--budget", str(args.budget)]
+        for runner in runners:  # alternate, so that machine noise hits every runner alike
+            cmd = [sys.executable, __file__, "--worker", runner, str(seed), "--env", args.env, "--eval-every", str(args.eval_every),
+                   "--budget", str(args.budget)]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=EXPERIMENTS)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -239,7 +274,7 @@ def main() -> None:
             results[runner].append(result)
             print(f"{runner:<8} seed {seed}: {'solved' if result['solved'] else 'NOT solved'} (eval {result['eval_return']:.0f}) "
                   f"after {result['env_steps']} env steps, fit {result['fit_seconds']:.2f} s, process {result['process_seconds']:.2f} s", flush=True)
-    print(f"\n{ENV_ID}, eval >= {THRESHOLD:.0f} on 10 episodes every {args.eval_every} env steps; median over seeds {args.seeds}:")
+    print(f"\n{RACE['env_id']}, eval >= {RACE['threshold']:.0f} on 10 episodes every {args.eval_every} env steps; median over seeds {args.seeds}:")
     print(f"{'runner':<8} {'solved':>7} {'fit s':>7} {'process s':>10} {'env steps':>10}")
     for runner, runs in results.items():
         print(f"{runner:<8} {sum(r['solved'] for r in runs):>4}/{len(runs):<2} {statistics.median(r['fit_seconds'] for r in runs):7.2f} "
