@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,7 +69,11 @@ def deployable(source: Any) -> DeterministicPolicy:
     parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
     if not all(isinstance(part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)) for part in parts):
         raise ValueError(f"export supports Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces, got {space}.")
-    return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
+    copied = copy.deepcopy(policy).cpu().eval()
+    for tensor in (*copied.parameters(), *copied.buffers()):
+        # orthogonal_ leaves some weights transposed in memory; the .pt2 archive wants each tensor whole and in order.
+        tensor.data = tensor.data.contiguous()
+    return DeterministicPolicy(copied).eval()
 
 
 def input_names(space: spaces.Space) -> list[str]:
@@ -159,7 +165,9 @@ def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inp
         import onnxscript  # noqa: F401
     except ImportError:
         raise ImportError(ONNX_MISSING) from None
-    with quiet_logger("torch.onnx"):  # its registry warns, once per process, about torchvision ops we do not use
+    with quiet_logger("torch.onnx"), warnings.catch_warnings():  # its registry warns, once per process, about torchvision ops we do not use
+        # torch 2.13's exporter copies its own tree specs through a deprecated isinstance check.
+        warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), category=FutureWarning)
         onnx_program = torch.onnx.export(program, input_names=inputs or ["obs"], output_names=["actions"], dynamo=True, verbose=False)
     model = onnx_program.model_proto
     for value in (*model.graph.input, *model.graph.output):  # the exporter names the dynamic dimension s0, s1...

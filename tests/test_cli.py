@@ -52,7 +52,7 @@ def test_usage_errors_are_one_line_without_traceback():
         ("--model.env_id", "NoSuchEnv-v0"): "Unknown env id 'NoSuchEnv-v0'",
         ("--model.num_minibatches", "3"): "num_minibatches (3) must divide num_envs * num_steps (4 * 128 = 512)",
         ("--model.gamma", "1.5"): "gamma must be in (0, 1], got 1.5",
-        ("--model.gama", "0.9"): "Option 'gama' is not accepted",
+        ("--model.gama", "0.9"): "PPO has no option 'gama'; did you mean 'gamma'?",
     }
     for args, expected in cases.items():
         proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", *args],
