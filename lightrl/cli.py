@@ -76,6 +76,7 @@ def run_dir(trainer) -> Path:
     if not trainer.loggers:
         return Path(trainer.default_root_dir)
     logger = trainer.loggers[0]
+    logger.experiment  # starts the run if it has not started: the W&B logger has no version (the run id) before
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
 
@@ -126,7 +127,7 @@ class LightRLCLI(LightningCLI):
         model_class = config.model.class_path
         roots = checkpoint_roots(config.trainer, default_logger_dir=subcommand != "fit" or not config.trainer.get("logger"))
         if config.ckpt_path == "last":
-            explicit_env = "--config" in self.argv or any(re.match(r"--model\.(init_args\.)?env_id\b", arg) for arg in self.argv)
+            explicit_env = any(re.match(r"--config\b|--model\.(init_args\.)?env_id\b", arg) for arg in self.argv)
             path = newest_run_of(class_path_of(model_class), config.model.init_args.get("env_id") if explicit_env else None, roots, subcommand)
         else:
             path = resolve_ckpt_path(config.ckpt_path, roots)
@@ -153,10 +154,7 @@ class LightRLCLI(LightningCLI):
             os.environ["WANDB_MODE"] = "offline"
         config = self.config[self.config.subcommand]
         trainer_config = config.trainer
-        if self.config.subcommand != "fit":
-            # Nothing to save: no ModelCheckpoint, which would also restore the checkpoint's own and say its dirpath changed.
-            trainer_config.enable_checkpointing = False
-        elif not trainer_config.get("logger") and not trainer_config.get("default_root_dir"):
+        if self.config.subcommand == "fit" and not trainer_config.get("logger") and not trainer_config.get("default_root_dir"):
             # Without a logger, Lightning writes checkpoints to ./checkpoints/: give each run a folder of its own,
             # and a resumed run the folder of its checkpoint.
             ckpt_path = config.get("ckpt_path")

@@ -147,11 +147,15 @@ def test_progress_bar_counts_env_steps_with_sps_and_return():
 
     from lightrl.callbacks.progress import EnvStepProgressBar
 
-    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, seed=1)
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1000, seed=1)  # 2 rollouts of 512 env steps
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1,
                         callbacks=[TQDMProgressBar()])  # Lightning's default is Rich when rich is installed
     trainer.fit(model)
     bar = trainer.progress_bar_callback
     assert isinstance(bar, EnvStepProgressBar)
-    assert bar.train_progress_bar.total == 1024 and bar.train_progress_bar.n == 1024
+    assert bar.train_progress_bar.total == 1024 and bar.train_progress_bar.n == 1024  # the true count, not the budget
+    assert "rate" not in bar.train_progress_bar.bar_format  # SPS is the one rate shown
+    final = trainer.callback_metrics
+    assert bar.train_progress_bar.postfix == (f"SPS={model.sps:.0f}, return={float(final['charts/episodic_return']):.1f}, "
+                                              f"eval={float(final['eval/return_mean']):.1f}")  # fmt: skip
     assert set(bar.get_metrics(trainer, model)) == {"SPS"}  # envs are closed after fit: no recent returns

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightrl.callbacks.collector import CloseCollectorOnException
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
@@ -17,16 +19,25 @@ class RunCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` that does not warn that its folder "exists and is not empty" when the run resumes from it.
 
     A resumed run continues in the folder of the checkpoint it resumes from, which is therefore never empty;
-    a new run in a folder with checkpoints still gets Lightning's warning.
+    a new run in a folder with checkpoints still gets Lightning's warning. Lightning warns in ``setup``,
+    before the Trainer tells whether it resumes; the warning is therefore held until ``on_fit_start``.
     """
 
+    NOT_EMPTY = "Checkpoint directory {} exists and is not empty."
+    held_warning = False
+
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Lightning's setup, without the warning about a non-empty folder when resuming from a checkpoint."""
-        if stage != "fit" or trainer.ckpt_path is None:
-            return super().setup(trainer, pl_module, stage)
+        """Lightning's setup, with its warning about a non-empty folder held until ``on_fit_start``."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty\.$", category=UserWarning)
-            return super().setup(trainer, pl_module, stage)
+            super().setup(trainer, pl_module, stage)
+        folder = Path(self.dirpath) if self.dirpath else None
+        self.held_warning = stage == "fit" and self.save_top_k != 0 and folder is not None and folder.is_dir() and any(folder.iterdir())
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Lightning's warning about a non-empty folder, unless the run resumes."""
+        if self.held_warning and trainer.ckpt_path is None:
+            rank_zero_warn(self.NOT_EMPTY.format(self.dirpath))
 
 
 def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
