@@ -5,7 +5,8 @@ Examples::
     lightrl fit --config experiments/ppo_cartpole.yaml
     lightrl fit --config experiments/ppo_cartpole.yaml --model.num_envs 16 --trainer.precision bf16-mixed
     lightrl fit --model PPO --model.env_id Acrobot-v1 --trainer.logger CSVLogger
-    lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest interrupted run
+    lightrl fit --model ppo --model.env_id my_envs:MyEnv-v0                 # my_envs.py in the current folder registers it
+    lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest PPO run on CartPole
     lightrl validate --model PPO --ckpt_path last                           # eval_episodes episodes: eval/return_mean
     lightrl test --model PPO --ckpt_path runs/lightrl/<run>/checkpoints/last.ckpt   # test_episodes episodes
     lightrl predict --model PPO --ckpt_path last                            # actions for the first observations
@@ -97,7 +98,9 @@ class SaveRunConfig(SaveConfigCallback):
         """Write ``config.yaml`` to :func:`run_dir` (rank 0 only)."""
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True, multifile=self.multifile)
+        # Keep the None values; jsonargparse 4.49 renamed skip_none (which it now warns about) to skip_unset.
+        keep_none = {"skip_unset" if "skip_unset" in inspect.signature(self.parser.save).parameters else "skip_none": False}
+        self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none)
 
 
 class LightRLCLI(LightningCLI):
@@ -161,7 +164,7 @@ class LightRLCLI(LightningCLI):
             if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
                 trainer_config.default_root_dir = str(Path(ckpt_path).parent.parent)
             else:
-                trainer_config.default_root_dir = str(next_version_dir(Path(RUNS) / run_name(config.model)))
+                trainer_config.default_root_dir = new_run_dir(config.model)
         for logger in trainer_config.get("logger") if isinstance(trainer_config.get("logger"), list) else [trainer_config.get("logger")]:
             save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
             if save_dir and str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
@@ -234,6 +237,18 @@ def run_name(model_config) -> str:
     algorithm = str(model_config.class_path).rpartition(".")[2]
     env_id = str(model_config.init_args.get("env_id"))
     return re.sub(r"[^\w.-]+", "-", f"{algorithm}-{env_id}")
+
+
+def new_run_dir(model_config) -> str:
+    """The folder of a new run without a logger, ``runs/<Algorithm>-<env id>/version_<N>``.
+
+    The DDP processes that Lightning starts (``LOCAL_RANK`` > 0) take the folder rank 0 chose, from the
+    environment it started them with.
+    """
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("LIGHTRL_RUN_DIR"):
+        return os.environ["LIGHTRL_RUN_DIR"]
+    folder = os.environ["LIGHTRL_RUN_DIR"] = str(next_version_dir(Path(RUNS) / run_name(model_config)))
+    return folder
 
 
 def next_version_dir(folder: Path) -> Path:

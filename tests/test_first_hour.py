@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from quiet_screen import NOISY, NOISY_PY, SPURIOUS
 
 ROOT = Path(__file__).parents[1]
@@ -164,3 +165,45 @@ def test_a_trainer_used_for_a_second_fit_adds_no_callback_twice(tmp_path, caplog
     caplog.set_level("INFO")
     trainer.fit(lightrl.PPO("CartPole-v1", total_timesteps=512, eval_episodes=1))
     assert len(trainer.callbacks) == count and "will override existing callbacks" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- runs stay apart
+
+
+@pytest.mark.timeout(400)
+def test_runs_without_a_logger_stay_apart_and_last_means_this_algorithm(tmp_path, monkeypatch, capsys, caplog):
+    from lightrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    short = ["--model.total_timesteps", "512", "--model.eval_episodes", "1", "--trainer.logger", "false", *QUIET]
+    main(["fit", "--model", "PPO", *short])
+    main(["fit", "--model", "PPO", *short])  # a second run does not write over the first one
+    main(["fit", "--model", "DQN", "--model.learning_starts", "256", "--model.buffer_size", "1024", *short])
+    runs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("runs/*/*"))
+    assert runs == ["runs/DQN-CartPole-v1/version_0", "runs/PPO-CartPole-v1/version_0", "runs/PPO-CartPole-v1/version_1"]
+    for run in runs:
+        assert sorted(p.name for p in (tmp_path / run).iterdir()) == ["checkpoints", "config.yaml"]
+
+    # The DQN run is the newest; `last` for PPO is the newest PPO run, which continues in its folder.
+    caplog.set_level("INFO")
+    main(["fit", "--model", "PPO", "--ckpt_path", "last", "--model.total_timesteps", "1024", *short[2:]])
+    assert "Restored all states from the checkpoint at runs/PPO-CartPole-v1/version_1/checkpoints/last.ckpt" in caplog.text
+    resumed = torch.load(tmp_path / "runs/PPO-CartPole-v1/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["lightrl"]["env_steps"] == 1024 and not (tmp_path / "runs/PPO-CartPole-v1/version_2").exists()
+
+    # No run of A2C: validate lists what there is, in one line.
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["validate", "--model", "a2c", "--ckpt_path", "last", "--trainer.logger", "false"])
+    line = one_line_of(capsys.readouterr().err)
+    assert line.startswith("lightrl: error: --ckpt_path last: no last.ckpt of A2C in a checkpoints/ folder under")
+    assert "runs/DQN-CartPole-v1/version_0/checkpoints/last.ckpt (DQN on CartPole-v1)" in line
+    # validate and test write nothing in the current folder (no config.yaml, no checkpoints/).
+    main(["validate", "--model", "DQN", "--ckpt_path", "last", "--trainer.logger", "false", *QUIET])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def one_line_of(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
