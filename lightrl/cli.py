@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import jsonargparse
 import torch
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -99,7 +100,8 @@ class SaveRunConfig(SaveConfigCallback):
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         # Keep the None values; jsonargparse 4.49 renamed skip_none (which it now warns about) to skip_unset.
-        keep_none = {"skip_unset" if "skip_unset" in inspect.signature(self.parser.save).parameters else "skip_none": False}
+        renamed = tuple(int(n) for n in re.findall(r"\d+", jsonargparse.__version__)[:2]) >= (4, 49)
+        keep_none = {"skip_unset" if renamed else "skip_none": False}
         self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none)
 
 
