@@ -261,8 +261,12 @@ def next_version_dir(folder: Path) -> Path:
 
 def last_checkpoints(roots: Sequence[Path]) -> list[Path]:
     """Every ``last*.ckpt`` in a ``checkpoints/`` folder up to three levels under ``roots``, newest first."""
-    found = {p.resolve() for root in roots for depth in ("", "*/", "*/*/", "*/*/*/") for p in root.glob(f"{depth}checkpoints/last*.ckpt")}
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    found: dict[Path, Path] = {}  # each file once, named as found under its root
+    for root in roots:
+        for depth in ("", "*/", "*/*/", "*/*/*/"):
+            for path in root.glob(f"{depth}checkpoints/last*.ckpt"):
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values(), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def run_of(path: Path) -> tuple[str | None, str | None]:
@@ -283,9 +287,9 @@ def newest_run_of(class_path: str, env_id: str | None, roots: Sequence[Path], su
     candidates = [(path, *run_of(path)) for path in last_checkpoints(roots)]
     for path, cls, env in candidates:
         if cls == class_path and env_id in (None, env):
-            return os.path.relpath(path)
+            return str(path)
     algorithm = class_path.rpartition(".")[2] + (f" on {env_id}" if env_id else "")
-    others = "; ".join(f"{os.path.relpath(path)} ({str(cls).rpartition('.')[2]} on {env})" for path, cls, env in candidates[:5] if cls)
+    others = "; ".join(f"{path} ({str(cls).rpartition('.')[2]} on {env})" for path, cls, env in candidates[:5] if cls)
     listed = f" Other runs' checkpoints: {others}; pass one with --ckpt_path PATH." if others else ""
     if subcommand == "fit":
         print(f"lightrl: --ckpt_path last: no last checkpoint of {algorithm} yet; starting a new run.{listed}", file=sys.stderr)
@@ -302,7 +306,7 @@ def resolve_ckpt_path(ckpt_path: str, roots: Sequence[Path]) -> str | None:
     """
     if ckpt_path == "last":
         found = last_checkpoints(roots)
-        return os.path.relpath(found[0]) if found else None
+        return str(found[0]) if found else None
     if not Path(ckpt_path).is_file():
         raise UsageError(f"checkpoint {ckpt_path!r} does not exist; pass the path of a .ckpt file, or --ckpt_path last.")
     return ckpt_path
