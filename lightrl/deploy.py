@@ -69,11 +69,7 @@ def deployable(source: Any) -> DeterministicPolicy:
     parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
     if not all(isinstance(part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)) for part in parts):
         raise ValueError(f"export supports Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces, got {space}.")
-    copied = copy.deepcopy(policy).cpu().eval()
-    for tensor in (*copied.parameters(), *copied.buffers()):
-        # orthogonal_ leaves some weights transposed in memory; the .pt2 archive wants each tensor whole and in order.
-        tensor.data = tensor.data.contiguous()
-    return DeterministicPolicy(copied).eval()
+    return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
 
 
 def input_names(space: spaces.Space) -> list[str]:
@@ -152,7 +148,13 @@ def export(module: Any, path: str | Path) -> Path:
     with torch.no_grad():
         program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": dynamic})
     if path.suffix == ".pt2":
-        torch.export.save(program, path, extra_files={"lightrl.json": meta})
+        with warnings.catch_warnings():
+            # orthogonal_ leaves the first layer's weight transposed in memory, which torch's archive writer reports as
+            # an incomplete tensor "when your weights are not on CPU"; the exported weights are on CPU and saved whole.
+            # Making them contiguous would change the matmul's rounding, and the archive would no longer act exactly
+            # as the policy does.
+            warnings.filterwarnings("ignore", message=re.escape("No complete tensor found in the group!"), category=UserWarning)
+            torch.export.save(program, path, extra_files={"lightrl.json": meta})
         return path
     write_onnx(program, path, meta, input_names(wrapper.policy.observation_space))
     return path
