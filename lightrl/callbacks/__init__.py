@@ -41,7 +41,7 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
-    """The plain ``ModelCheckpoint`` callbacks lightrl uses in place of Lightning's default one.
+    """The ``ModelCheckpoint`` callbacks (:class:`RunCheckpoint`) lightrl uses in place of Lightning's default one.
 
     - With validation, the best checkpoint by ``eval/return_mean``, as ``best-step=<env step>.ckpt``
       (first, so that it is ``trainer.checkpoint_callback``).

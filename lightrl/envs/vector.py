@@ -148,6 +148,7 @@ class ObservationShapeCheck(gym.Wrapper):
         self.checks_left = 2  # the first reset and the first step
 
     def check(self, obs: Any, method: str) -> None:
+        """Raise :class:`~lightrl.errors.EnvError` if ``obs``, returned by ``method``, does not have the space's shape."""
         self.checks_left -= 1
         problem = shape_mismatch(self.observation_space, obs)
         if problem:
