@@ -25,7 +25,6 @@ from lightrl.algos.resume import Resumable
 from lightrl.algos.schedulers import ManualSchedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
-from lightrl.callbacks.collector import CloseCollectorOnException
 from lightrl.data.async_collector import COLLECTORS
 from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
@@ -498,4 +497,4 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
         # and before setup() creates any env: Trainer flags that cannot apply are refused here.
         check_trainer_flags(self.trainer, self)
-        return default_callbacks(self) + [CloseCollectorOnException()]
+        return default_callbacks(self)

@@ -16,6 +16,7 @@ from lightrl.envs.atari import is_atari, make_atari_env
 from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
 from lightrl.envs.native import native_factory
+from lightrl.errors import EnvError
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 #: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
@@ -117,6 +118,59 @@ class RawEpisodeStatistics(gym.wrappers.RecordEpisodeStatistics):
         return obs, reward, terminated, truncated, info
 
 
+def shape_mismatch(space: gym.Space, obs: Any) -> str | None:
+    """What is wrong with the shape of ``obs`` for ``space`` (``None`` if nothing; spaces without a fixed shape are not checked)."""
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(obs, dict):
+            return f"a {type(obs).__name__}, not a dict"
+        for key, part in space.spaces.items():
+            problem = "no such key" if key not in obs else shape_mismatch(part, obs[key])
+            if problem:
+                return f"{problem} in its {key!r} part"
+        return None
+    if isinstance(space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        shape = np.shape(obs)
+        return None if shape == space.shape else f"shape {shape}"
+    return None
+
+
+class ObservationShapeCheck(gym.Wrapper):
+    """The outermost wrapper: checks the shape of the observations of the first ``reset()`` and ``step()``.
+
+    A wrong shape would otherwise end in numpy's "Output array is the wrong shape" inside the vector env.
+
+    Raises:
+        EnvError: naming the env, its observation space and the observation's shape.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+        self.checks_left = 2  # the first reset and the first step
+
+    def check(self, obs: Any, method: str) -> None:
+        """Raise :class:`~lightrl.errors.EnvError` if ``obs``, returned by ``method``, does not have the space's shape."""
+        self.checks_left -= 1
+        problem = shape_mismatch(self.observation_space, obs)
+        if problem:
+            raise EnvError(
+                f"env {self.env_id!r} returned an observation of {problem} from {method}(), but its observation_space is "
+                f"{self.observation_space}. Make reset() and step() return observations of that space, or declare the space they have."
+            )
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        if self.checks_left:
+            self.check(obs, "reset")
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.checks_left:
+            self.check(obs, "step")
+        return obs, reward, terminated, truncated, info
+
+
 def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
     """Seeds of the sub-envs of one process: distinct across sub-envs and across DDP ranks.
 
@@ -138,7 +192,8 @@ def make_env(
 
     From the inside out: the env, ``env_wrappers``, episode statistics (of the env's raw rewards, ending
     where the wrappers end episodes), then ``wrappers``. An Atari id gets its preset first, whose
-    statistics count the raw game score; ``env_wrappers`` go around it.
+    statistics count the raw game score; ``env_wrappers`` go around it. The first observations of
+    ``reset()`` and ``step()`` are checked against the observation space (:class:`ObservationShapeCheck`).
 
     Raises:
         ValueError: if ``env_id`` is not a registered gymnasium id.
@@ -162,7 +217,7 @@ def make_env(
         raise
     for wrapper in wrappers:
         env = wrapper(env)
-    return env
+    return ObservationShapeCheck(env, env_id)
 
 
 def make_vec_env(
