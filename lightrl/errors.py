@@ -9,3 +9,7 @@ class NonFiniteError(RuntimeError):
 
 class EnvWorkerDied(RuntimeError):
     """A worker process of a ``vectorization="async"`` vector env died (killed, out of memory, a crash in C code)."""
+
+
+class EnvError(ValueError):
+    """An env that breaks its own contract (an observation outside the shape of its observation space)."""

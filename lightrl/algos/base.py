@@ -25,7 +25,6 @@ from lightrl.algos.resume import Resumable
 from lightrl.algos.schedulers import ManualSchedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
-from lightrl.callbacks.collector import CloseCollectorOnException
 from lightrl.data.async_collector import COLLECTORS
 from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.datasets import experience_loader
@@ -73,7 +72,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             sampling RNG (``seed + rank``).
         total_timesteps: Budget in env steps, summed over sub-envs and ranks.
         num_envs: Sub-envs per process.
-        vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
+        vectorization: ``"auto"`` (the env's native vector env for CartPole and Atari ids without
+            ``env_wrappers``, else ``"sync"``), ``"native"``, ``"sync"``, ``"async"`` (a process per sub-env, for
+            expensive envs) or ``"envpool"``; see :func:`lightrl.envs.make_vec_env`.
         env_kwargs: Keyword arguments for ``gym.make``.
         timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
             rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
@@ -147,7 +148,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         seed: int = 1,
         total_timesteps: int = 100_000,
         num_envs: int = 4,
-        vectorization: str = "sync",
+        vectorization: str = "auto",
         env_kwargs: dict[str, Any] | None = None,
         timesteps_per_epoch: int = 20_000,
         eval_episodes: int = 10,
@@ -188,8 +189,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
         require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
                 f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
-        require(not env_wrappers or vectorization != "envpool",
-                "env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")  # fmt: skip
+        require(not env_wrappers or vectorization not in ("envpool", "native"),
+                f"env_wrappers do not apply to vectorization={vectorization!r} (one vector env, no per-env wrappers); use 'sync' or 'async'.")  # fmt: skip
         wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
         #: The resolved ``env_wrappers``: what every env of this module is wrapped with.
         self.env_wrappers = resolve_wrappers(wrappers)
@@ -496,4 +497,4 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
         # and before setup() creates any env: Trainer flags that cannot apply are refused here.
         check_trainer_flags(self.trainer, self)
-        return default_callbacks(self) + [CloseCollectorOnException()]
+        return default_callbacks(self)

@@ -109,6 +109,9 @@ class Resumable:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that ``checkpoint`` fits this run; keep its rank states for :meth:`apply_resume_state` (Lightning hook)."""
         check_resume(self, checkpoint)
+        if self._trainer is not None and self.trainer.state.fn != "fit":
+            # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
+            checkpoint.pop("callbacks", None)
         self.env_steps = checkpoint["lightrl"]["env_steps"]
         self._resume_states = checkpoint.get("lightrl_ranks")
 
@@ -145,7 +148,7 @@ class Resumable:
         rank = self.trainer.global_rank
         path = os.path.join(self.checkpoint_dir(), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
         if self.world_size == 1:
-            self.trainer.save_checkpoint(path)  # its only collective, a barrier, does nothing in one process
+            self.trainer.save_checkpoint(path, weights_only=False)  # its only collective, a barrier, does nothing in one process
             return path
         self._local_checkpoint = True
         try:
