@@ -295,6 +295,9 @@ def newest_run_of(class_path: str, env_id: str | None, roots: Sequence[Path], su
     listing the last checkpoints of other runs.
     """
     candidates = [(path, *run_of(path)) for path in last_checkpoints(roots)]
+    for path, cls, _ in candidates:
+        if cls is None:
+            read_checkpoint(str(path))  # a damaged last.ckpt stops here, naming it (and its .prev), rather than a new run
     for path, cls, env in candidates:
         if cls == class_path and env_id in (None, env):
             return str(path)
