@@ -412,6 +412,7 @@ def test_native_cartpole_equals_raw_next_step_stream_with_the_reset_step_folded(
 def test_native_rollout_bootstraps_truncation_and_not_termination():
     """Exact values: a PPO rollout on the native CartPole stores the env's stream, and GAE bootstraps truncations only."""
     limit = {"max_episode_steps": 20}  # random play: some episodes end before 20 steps, others are cut there
+    torch.manual_seed(0)  # the untrained policy samples from torch's global generator outside a Trainer
     model = lightrl.PPO(env_id="CartPole-v1", num_envs=2, num_steps=64, gamma=0.9, gae_lambda=0.8, seed=0, env_kwargs=limit, vectorization="native")
     model.collector = Collector(make_vec_env("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit))
     batch = model.collect_rollout()
