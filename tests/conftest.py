@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +15,10 @@ from gymnasium import spaces
 # torch's OpenMP workers spin against one another. Measured here on PPO CartPole (8192 env steps, zoo recipe)
 # under load: 149 s with 2 threads, 11 s with 1. The networks under test are far too small to gain from threads.
 torch.set_num_threads(1)
+
+# The key that signs checkpoints' env state (lightrl.safe_checkpoint) is made under $XDG_CONFIG_HOME: keep the
+# suite's key out of the user's ~/.config. Subprocesses (CLI, DDP ranks) inherit it, so they share the key.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="lightrl-test-config-")
 
 COUNTING_ID = "LightrlTest/Counting-v0"
 SPACES_ID = "LightrlTest/Spaces-v0"
