@@ -4,7 +4,7 @@ A refactor that must not change a computed weight runs this before and after: ``
 digests of the current tree in a JSON file, ``--check`` (the default) trains the same runs again and
 compares. The runs are those of issue 22's acceptance, each with ``vectorization="sync"`` given explicitly:
 PPO CartPole 2,048 env steps, PPO Pendulum 1,024, A2C 1,000, DQN 3,000, SAC 600, TD3 600, and async PPO
-(seed 3, 1,536 steps).
+(seed 3, 1,536 steps); and a DQN run whose target network gets several Polyak updates per vector step.
 
 Tensors are compared by content, in ``state_dict`` order, not by name: a refactor may rename a key
 (e.g. move a network under another attribute) without changing any weight. Each run's entry keeps the
@@ -38,6 +38,10 @@ RUNS = {
     "a2c_cartpole": ("A2C", dict(env_id="CartPole-v1", total_timesteps=1000, seed=1)),
     "dqn_cartpole": ("DQN", dict(env_id="CartPole-v1", total_timesteps=3000, seed=1, learning_starts=500, buffer_size=2000,
                                  batch_size=32, train_frequency=10, gradient_steps=2, target_network_frequency=250, hidden_sizes=[32])),
+    # Several target updates per vector step (4 envs, every 6 env steps, tau 0.5) and an n-step buffer.
+    "dqn_polyak": ("DQN", dict(env_id="CartPole-v1", total_timesteps=2000, seed=2, num_envs=4, learning_starts=200, buffer_size=1000,
+                               batch_size=16, train_frequency=8, gradient_steps=2, target_network_frequency=6, tau=0.5, n_step=3,
+                               hidden_sizes=[16])),
     "sac_pendulum": ("SAC", dict(env_id="Pendulum-v1", total_timesteps=600, seed=1, learning_starts=100, buffer_size=1000,
                                  batch_size=32, hidden_sizes=[32])),
     "td3_pendulum": ("TD3", dict(env_id="Pendulum-v1", total_timesteps=600, seed=1, learning_starts=100, buffer_size=1000,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 import warnings
 from contextlib import contextmanager
@@ -11,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
@@ -21,13 +19,13 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightrl.algos.evaluation_steps import EvaluationSteps
-from lightrl.algos.resume import Resumable
+from lightrl.algos.resume import Resumable, attached_trainer
 from lightrl.algos.schedulers import ManualSchedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
-from lightrl.callbacks.collector import CloseCollectorOnException
-from lightrl.data.async_collector import COLLECTORS
-from lightrl.data.collector import Collector, CollectorSpec
+from lightrl.callbacks.collector import CloseSourceOnException
+from lightrl.data.collector import CollectorSpec
+from lightrl.data.source import COLLECTOR_MODES, EnvSource
 from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_action_space, check_observation_space
@@ -35,6 +33,7 @@ from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrap
 from lightrl.errors import NonFiniteError
 from lightrl.optim import clip_grad_norm_
 from lightrl.policies import Policy
+from lightrl.rng import seed_all
 from lightrl.threads import share_cpu_threads
 from lightrl.timing import IterationTimer
 
@@ -86,7 +85,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         capture_video: Record one episode at each validation (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
         collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects with a copy of
-            the policy while the learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms
+            the policy while the learner trains; see :mod:`lightrl.data.async_actor`). Only for algorithms
             with ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
         compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
             :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
@@ -123,7 +122,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
                 self.setup_normalization()  # normalize_obs: the policy's observation statistics
 
             def generate_batches(self):
-                ...  # step self.collector with self.policy, yield batches until self.budget_reached
+                ...  # step self.source.collector with self.policy, yield batches until self.budget_reached
     """
 
     #: Space classes the algorithm accepts; checked by :meth:`probe_spaces` (with ``spaces.Dict``, a Dict of
@@ -134,9 +133,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``collector="async"`` works: the algorithm collects through ``self.collector.collect`` with an
-    #: :attr:`experience` (rollouts or transitions) and acts only through its :attr:`policy`, which the actor
-    #: process gets a copy of.
+    #: Whether ``collector="async"`` works: the algorithm collects through its :attr:`source` (a rollout or
+    #: replay source) and acts only through its :attr:`policy`, which the actor process gets a copy of.
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
     policy: Policy
@@ -170,7 +168,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(timesteps_per_epoch > 0, f"timesteps_per_epoch must be a positive number of env steps, got {timesteps_per_epoch}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
         require(test_episodes > 0, f"test_episodes must be a positive integer, got {test_episodes}.")
-        require(collector in COLLECTORS, f"collector must be one of {tuple(COLLECTORS)}, got {collector!r}.")
+        require(collector in COLLECTOR_MODES, f"collector must be one of {COLLECTOR_MODES}, got {collector!r}.")
         require(
             collector == "sync" or type(self).supports_async_collector,
             f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
@@ -198,10 +196,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         self.hparams.env_wrappers = wrappers or None
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
-        self.collector: Collector | None = None
-        #: What ``self.collector.collect`` makes (set by the on- and off-policy bases); None for a module that
-        #: steps ``self.collector`` itself.
-        self.experience: Any = None
+        #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
+        self.source: EnvSource | None = None
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
@@ -253,7 +249,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     @property
     def world_size(self) -> int:
         """Number of DDP processes (1 outside a Trainer)."""
-        return self.trainer.world_size if self._trainer is not None else 1
+        trainer = attached_trainer(self)
+        return trainer.world_size if trainer is not None else 1
 
     @property
     def steps_per_env_step(self) -> int:
@@ -282,15 +279,17 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
 
+    @property
+    def collecting(self) -> bool:
+        """Whether a fit's experience source is open (between ``setup`` and ``teardown``)."""
+        return self.source is not None and not self.source.closed
+
     def setup(self, stage: str) -> None:
-        if stage != "fit" or self.collector is not None:
+        if stage != "fit" or self.collecting:
             return
         share_cpu_threads(self.trainer)
         rank = self.trainer.global_rank
-        seed = self.hparams.seed + rank
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(self.hparams.seed + rank)
         hp = self.hparams
         require(not hp.normalize_obs or self.policy.obs_normalizer is not None,
                 f"normalize_obs=True, but {type(self).__name__} did not call self.setup_normalization() after building its policy.")  # fmt: skip
@@ -300,30 +299,43 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
         )
         # "sync": the envs, here; "async": an actor process that makes them at the first batch.
-        self.collector = COLLECTORS[hp.collector](spec, self.policy, self.experience, self.device, self.timer, self.acting_context)
+        self.source = self.make_source(spec)
+
+    def make_source(self, spec: CollectorSpec) -> EnvSource:
+        """This fit's experience source over the envs of ``spec`` (override this): here, the bare envs.
+
+        The on- and off-policy bases return a :class:`~lightrl.data.rollout_source.RolloutSource` or a
+        :class:`~lightrl.data.replay_source.ReplaySource`; a module that steps ``self.source.collector``
+        itself keeps this one.
+        """
+        return EnvSource(spec, self.device, self.timer, self.acting_context, self.hparams.collector)
 
     def teardown(self, stage: str) -> None:
-        if stage == "fit" and self.collector is not None:
+        if stage == "fit" and self.collecting:
             self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
-            self.close_collector()
+            self.close_source()
 
-    def close_collector(self) -> None:
-        """Close the envs (and the async actor process) and forget them: the next fit makes new ones."""
-        if self.collector is not None:
-            self.collector.close()
-            self.collector = None
+    def close_source(self) -> None:
+        """Close the envs (and the async actor process): the next fit makes new ones. Its storage stays readable."""
+        if self.collecting:
+            self.source.close()
 
     def train_dataloader(self) -> DataLoader:
-        self.collector.device = self.device
+        self.source.device = self.device
         # Every rank computes the same length from global counters, so all end each epoch at the same batch.
         return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored at the first batch, once Lightning has set everything up.
         self.apply_resume_state()
-        self.collector.start(self.policy, self.env_steps)
+        self.source.start(self.policy, self.env_steps)
+        yield from self.generate_batches()
+
+    @contextmanager
+    def stopping_on_nonfinite(self) -> Iterator[None]:
+        """Collect inside this block: a NaN or Inf from the envs then saves the state and stops, as a bad loss does."""
         try:
-            yield from self.generate_batches()
+            yield
         except NonFiniteError as err:
             self.fail_nonfinite(str(err))
 
@@ -347,7 +359,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     @property
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """The Trainer's AMP grad scaler (``16-mixed``), or None."""
-        return getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
     @contextmanager
     def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
@@ -406,9 +419,10 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
-        if self._trainer is None:
+        trainer = attached_trainer(self)
+        if trainer is None:
             return torch.autocast("cpu", enabled=False)
-        return self.trainer.precision_plugin.forward_context()
+        return trainer.precision_plugin.forward_context()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -426,7 +440,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.collector.publish(self.policy)  # the async actor acts with the new weights from its next batch
+        self.source.publish(self.policy)  # the async actor acts with the new weights from its next batch
         self.timer.step()
         if self.budget_reached:
             self.trainer.should_stop = True
@@ -434,7 +448,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # For callbacks only (EarlyStopping, ModelCheckpoint with check_on_train_epoch_end): the mean return of each
         # rank's last 100 episodes, over all ranks. Loggers get charts/episodic_return at each logged step instead.
-        recent = list(self.collector.recent_returns) if self.collector is not None else []
+        recent = list(self.source.recent_returns) if self.collecting else []
         totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
         if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
             self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
@@ -460,9 +474,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         so lightrl skips those calls, and the collector keeps its finished episodes, which then count
         towards the next logged mean return instead of being lost.
         """
-        if self._trainer is None:
+        trainer = attached_trainer(self)
+        if trainer is None:
             return True
-        trainer = self.trainer
         if trainer.log_every_n_steps == 0:
             return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
@@ -474,7 +488,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """
         if not self.should_log:
             return
-        returns, lengths = self.collector.pop_finished_episodes()
+        returns, lengths = self.source.pop_finished_episodes()
         if returns:
             self.episode_return.update(torch.tensor(returns, device=self.device))
             self.episode_length.update(torch.tensor(lengths, device=self.device, dtype=torch.float32))
@@ -496,4 +510,4 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
         # and before setup() creates any env: Trainer flags that cannot apply are refused here.
         check_trainer_flags(self.trainer, self)
-        return default_callbacks(self) + [CloseCollectorOnException()]
+        return default_callbacks(self) + [CloseSourceOnException()]

@@ -10,11 +10,13 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require
-from lightrl.data.experience import Rollouts
+from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
+from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.policies import ActorCriticPolicy
+from lightrl.rng import seeded
 
 
 class OnPolicyAlgorithm(RLModule):
@@ -39,13 +41,16 @@ class OnPolicyAlgorithm(RLModule):
         require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
-        self.experience = Rollouts(num_steps, gamma, gae_lambda)
+
+    def make_source(self, spec: CollectorSpec) -> RolloutSource:
+        """Rollouts of ``num_steps`` vector steps with GAE."""
+        hp = self.hparams
+        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, self.device, self.timer, self.acting_context, hp.collector)
 
     def build_agent(self) -> None:
         """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
         obs_space, action_space = self.probe_spaces()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
         self.policy = ActorCriticPolicy(agent, obs_space, action_space)
         self.setup_normalization()
@@ -58,7 +63,7 @@ class OnPolicyAlgorithm(RLModule):
     @property
     def rollout(self) -> RolloutBuffer | None:
         """The last rollout collected in this process (None before the first, or with ``collector="async"``)."""
-        return self.experience.buffer
+        return self.source.buffer if self.source is not None else None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -92,7 +97,8 @@ class OnPolicyAlgorithm(RLModule):
         With ``normalize_obs`` its observations come normalized by the statistics they were collected with
         (frozen during the rollout, as the policy saw them); the raw ones are then added to the statistics.
         """
-        batch = self.collector.collect(self.experience, self.policy, self.env_steps)
+        with self.stopping_on_nonfinite():
+            batch = self.source.next_rollout(self.policy, self.env_steps)
         self.env_steps += self.batch_size * self.world_size
         if self.policy.obs_normalizer is not None:
             self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))

@@ -21,6 +21,14 @@ from lightrl.errors import NonFiniteError
 from lightrl.rng import rng_state, set_rng_state
 
 
+def attached_trainer(module: Any) -> Any:
+    """The Trainer ``module`` is attached to, or None (``LightningModule.trainer`` raises RuntimeError then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
 def gather_ranks(state: dict[str, Any], world_size: int) -> list[dict[str, Any]]:
     """Every rank's ``state``, in rank order (a collective: all ranks must call it together)."""
     if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
@@ -89,9 +97,9 @@ class Resumable:
             "observation_space": repr(getattr(self, "observation_space", None)),
             "action_space": repr(getattr(self, "action_space", None)),
             "world_size": self.world_size,
-            "wandb_run_id": wandb_run_id(self._trainer),
+            "wandb_run_id": wandb_run_id(attached_trainer(self)),
         }
-        if self.collector is not None:  # fitting: add each rank's envs, RNGs and algorithm state
+        if self.collecting:  # fitting: add each rank's envs, RNGs and algorithm state
             state = self.rank_state()
             local = self._local_checkpoint or self.world_size == 1
             checkpoint["lightrl_ranks"] = [state] if local else gather_ranks(state, self.world_size)
@@ -99,12 +107,12 @@ class Resumable:
             checkpoint["lightrl_ranks"] = [self._final_rank_state]
 
     def rank_state(self) -> dict[str, Any]:
-        """This process's part of a checkpoint: RNG states and the collector (extend it in a subclass)."""
-        return {"rng": rng_state(), "collector": self.collector.state_dict()}
+        """This process's part of a checkpoint: RNG states and the source's (extend it in a subclass)."""
+        return {"rng": rng_state(), **self.source.state_dict()}
 
     def load_rank_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`rank_state` (extend it in a subclass); the RNG states are restored last."""
-        self.collector.load_state_dict(state["collector"])
+        self.source.load_state_dict(state)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that ``checkpoint`` fits this run; keep its rank states for :meth:`apply_resume_state` (Lightning hook)."""
@@ -115,7 +123,7 @@ class Resumable:
     def apply_resume_state(self) -> None:
         """Continue this rank's envs, RNGs and algorithm state from the checkpoint being resumed, if any."""
         states, self._resume_states = self._resume_states, None
-        if states is None or self._trainer is None:
+        if states is None or attached_trainer(self) is None:
             return
         if len(states) != self.world_size:
             warnings.warn(
@@ -123,7 +131,7 @@ class Resumable:
                 "weights, optimizer and counters are restored, envs restart from fresh episodes and RNGs are not restored.",
                 stacklevel=2,
             )
-            self.collector.load_state_dict({**self.collector.state_dict(), "obs": None, "envs": {"error": "world size changed"}})
+            self.source.forget_episodes()
             return
         state = states[self.trainer.global_rank]
         self.load_rank_state(state)

@@ -18,6 +18,7 @@ from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_l
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
 from lightrl.nn.utils import frozen
 from lightrl.policies import SquashedGaussianPolicy
+from lightrl.rng import seeded
 
 
 def sac_critic_loss(
@@ -139,8 +140,7 @@ class SAC(OffPolicyAlgorithm):
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
         obs_dim, action_space, encoder = check_continuous(self)
         action_dim = int(np.prod(action_space.shape))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, action_dim, hidden_sizes, encoder)
         self.policy = SquashedGaussianPolicy(actor, self.observation_space, action_space, learning_starts)

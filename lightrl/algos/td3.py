@@ -18,6 +18,7 @@ from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3
 from lightrl.nn.q_networks import DeterministicActor, TwinQ
 from lightrl.nn.utils import frozen
 from lightrl.policies import GaussianNoisePolicy
+from lightrl.rng import seeded
 
 
 def td3_critic_loss(
@@ -130,8 +131,7 @@ class TD3(OffPolicyAlgorithm):
         require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
         require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
         obs_dim, action_space, encoder = check_continuous(self)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             actor = DeterministicActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes, encoder)
         self.policy = GaussianNoisePolicy(actor, self.observation_space, action_space, exploration_noise, learning_starts)

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 def env_step_metrics(pl_module: L.LightningModule) -> dict[str, str]:
     """SPS and the mean return of the last 100 episodes, as the bars show them."""
     metrics = {"SPS": f"{pl_module.sps:.0f}"}
-    recent = pl_module.collector.recent_returns if pl_module.collector is not None else ()
+    recent = pl_module.source.recent_returns if pl_module.collecting else ()
     if recent:
         metrics["return"] = f"{sum(recent) / len(recent):.1f}"
     return metrics
