@@ -52,10 +52,10 @@ class A2C(OnPolicyAlgorithm):
         hidden_sizes: Sequence[int] = (64, 64),
         **kwargs: Any,
     ):
-        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda, hidden_sizes=hidden_sizes, **kwargs)
+        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda,
+                         hidden_sizes=hidden_sizes, max_grad_norm=max_grad_norm, **kwargs)  # fmt: skip
         self.automatic_optimization = False
         require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         self.build_agent()
 
     def configure_optimizers(self):

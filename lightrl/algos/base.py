@@ -44,6 +44,11 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def require_widths(hidden_sizes: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``hidden_sizes`` is a non-empty list of positive layer widths."""
+    require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+
+
 @dataclass
 class OptimizerIteration:
     """Set when an :meth:`RLModule.optimizer_iteration` block ends: did the grad scaler skip a step?"""
@@ -100,6 +105,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             (``gamma``), as SB3's VecNormalize; logged returns stay raw.
         clip_obs: Normalized observations are clipped to ``[-clip_obs, clip_obs]``.
         clip_reward: Normalized rewards are clipped to ``[-clip_reward, clip_reward]``.
+        gamma: Discount factor, in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
+        max_grad_norm: Clip each optimizer's gradients (each parameter group on its own) to this global norm,
+            after the AMP grad scaler has unscaled them; ``None`` disables it.
 
     Example::
 
@@ -159,6 +167,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         normalize_reward: bool = False,
         clip_obs: float = 10.0,
         clip_reward: float = 10.0,
+        gamma: float = 0.99,
+        max_grad_norm: float | None = None,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
@@ -184,6 +194,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
         require(clip_obs > 0, f"clip_obs must be positive, got {clip_obs}.")
         require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
+        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
+        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
                 f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
         require(not env_wrappers or vectorization != "envpool",
@@ -229,8 +241,6 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def setup_normalization(self) -> None:
         """Give :attr:`policy` its observation normalizer with ``normalize_obs``; call once the policy is built."""
-        require(not self.hparams.normalize_reward or "gamma" in self.hparams,
-                f"normalize_reward=True needs a gamma hyperparameter, which {type(self).__name__} does not have.")  # fmt: skip
         if self.hparams.normalize_obs:
             self.policy.normalize_observations(self.hparams.clip_obs)
 
@@ -405,7 +415,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
-        max_grad_norm = self.hparams.get("max_grad_norm")
+        max_grad_norm = self.hparams.max_grad_norm
         if max_grad_norm is None:
             return
         if type(self.trainer.precision_plugin) not in (Precision, MixedPrecision):  # e.g. FSDP: the plugin's own clipping

@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import require
+from lightrl.algos.base import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, polyak_update
@@ -118,7 +118,7 @@ class DQN(OffPolicyAlgorithm):
         require(0 <= end_e <= 1 and 0 <= start_e <= 1, f"start_e and end_e must be in [0, 1], got {start_e} and {end_e}.")
         require(0 <= exploration_fraction <= 1, f"exploration_fraction must be in [0, 1], got {exploration_fraction}.")
         require(loss in DQN_LOSSES, f"loss must be one of {DQN_LOSSES}, got {loss!r}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        require_widths(hidden_sizes)
         obs_space, action_space = self.probe_spaces()
         with seeded(self.hparams.seed):
             q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)

@@ -64,12 +64,10 @@ class OffPolicyAlgorithm(RLModule):
         buffer_size: Transitions kept in the replay buffer of each process.
         learning_starts: Global env steps collected before the first update.
         batch_size: Transitions per gradient step, per process.
-        gamma: Discount factor, in (0, 1].
         tau: Target-network interpolation factor in (0, 1]; 1 copies the online network.
         train_frequency: Global env steps between update phases.
         gradient_steps: Gradient steps per update phase; the replay ratio is ``gradient_steps / train_frequency``.
         n_step: Steps summed into each sampled reward (n-step returns).
-        max_grad_norm: Clip each optimizer's gradients to this global norm; ``None`` disables it.
         save_replay_buffer: Store the replay buffer in checkpoints, to resume training exactly.
         phases_per_training_step: Update phases per ``training_step``. Each phase still collects its env
             steps before its gradient steps, so the experience and the updates are those of one phase per
@@ -82,18 +80,18 @@ class OffPolicyAlgorithm(RLModule):
     """
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
+    #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
+    batch_setting = "batch_size, or gradient_steps per train_frequency"
 
     def __init__(
         self,
         buffer_size: int,
         learning_starts: int,
         batch_size: int,
-        gamma: float,
         tau: float,
         train_frequency: int,
         gradient_steps: int,
         n_step: int = 1,
-        max_grad_norm: float | None = None,
         save_replay_buffer: bool = False,
         phases_per_training_step: int | None = None,
         **kwargs: Any,
@@ -111,12 +109,10 @@ class OffPolicyAlgorithm(RLModule):
             0 <= learning_starts <= total,
             f"learning_starts ({learning_starts}) must be in [0, total_timesteps={total}], or no update would ever run.",
         )
-        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 < tau <= 1, f"tau must be in (0, 1] (1 copies the online network into the target), got {tau}.")
         require(train_frequency > 0, f"train_frequency must be a positive number of env steps, got {train_frequency}.")
         require(gradient_steps > 0, f"gradient_steps must be a positive integer, got {gradient_steps}.")
         require(n_step > 0, f"n_step must be a positive integer, got {n_step}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(
             phases_per_training_step is None or phases_per_training_step > 0,
             f"phases_per_training_step must be a positive integer or None (automatic), got {phases_per_training_step}.",
@@ -260,6 +256,17 @@ class OffPolicyAlgorithm(RLModule):
                 f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
                 f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
             )
+
+
+def twin_critic_metrics(qf_loss: Tensor, qf1_loss: Tensor, qf2_loss: Tensor, qf1_values: Tensor, qf2_values: Tensor) -> dict[str, Tensor]:
+    """What SAC and TD3 log of their critics' last gradient step, under CleanRL's names."""
+    return {
+        "losses/qf1_values": qf1_values.detach().mean(),
+        "losses/qf2_values": qf2_values.detach().mean(),
+        "losses/qf1_loss": qf1_loss.detach(),
+        "losses/qf2_loss": qf2_loss.detach(),
+        "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+    }
 
 
 def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box, nn.Module | None]:

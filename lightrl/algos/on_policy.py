@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import RLModule, require
+from lightrl.algos.base import RLModule, require, require_widths
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
@@ -26,7 +26,6 @@ class OnPolicyAlgorithm(RLModule):
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
-        gamma: Discount factor, in (0, 1].
         gae_lambda: GAE's lambda, in [0, 1].
         hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations).
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
@@ -35,12 +34,14 @@ class OnPolicyAlgorithm(RLModule):
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
-    def __init__(self, num_steps: int, gamma: float, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
+    #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
+    batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
+
+    def __init__(self, num_steps: int, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
         super().__init__(**kwargs)
         require(num_steps > 0, f"num_steps must be a positive integer, got {num_steps}.")
-        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        require_widths(hidden_sizes)
 
     def make_source(self, spec: CollectorSpec) -> RolloutSource:
         """Rollouts of ``num_steps`` vector steps with GAE."""

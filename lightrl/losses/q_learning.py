@@ -217,6 +217,17 @@ def sac_alpha_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> 
     return (-log_alpha.exp() * (log_pi + target_entropy).detach()).mean()
 
 
+def twin_q_loss(qf1_a_values: Tensor, qf2_a_values: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both critics regressed on one target (SAC, TD3): ``(qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_values, qf2_values)``.
+
+    The values are cast to fp32 first, so that the loss is in full precision under autocast.
+    """
+    qf1_a_values, qf2_a_values = qf1_a_values.float(), qf2_a_values.float()
+    qf1_loss = F.mse_loss(qf1_a_values, target)
+    qf2_loss = F.mse_loss(qf2_a_values, target)
+    return qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values
+
+
 def td3_target(
     next_q1: Tensor, next_q2: Tensor, rewards: Tensor, terminations: Tensor, gamma: float | Tensor
 ) -> Tensor:
