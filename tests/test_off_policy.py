@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback
 
 import lightrl
 from lightrl import DQN, SAC, TD3
-from lightrl.losses.q_learning import linear_schedule
+from lightrl.data.collector import CollectorSpec
+from lightrl.policies.q_learning import linear_schedule
 
 from conftest import COUNTING_ID
 
@@ -165,8 +166,10 @@ def test_dqn_soft_target_update_compounds_missed_updates():
     with torch.no_grad():
         for p in model.q_network.parameters():
             p.add_(1.0)
+    model.source = model.make_source(CollectorSpec("CartPole-v1", num_envs=2, seed=0))
     model.env_steps = 2  # one vector step of two sub-envs: two updates due at once, 1 - (1 - 0.5)^2 = 0.75 of the way
     model.update_target_network()
+    model.source.close()
     for t0, t, o in zip(target, model.target_network.parameters(), model.q_network.parameters()):
         torch.testing.assert_close(t, t0 + 0.75 * (o - t0))
 

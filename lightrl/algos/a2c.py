@@ -8,6 +8,7 @@ import torch
 
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
+from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import normalize, policy_gradient_loss, value_loss
 
 
@@ -78,7 +79,7 @@ class A2C(OnPolicyAlgorithm):
         self.manual_backward(loss)
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

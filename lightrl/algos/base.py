@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import lightning as L
@@ -18,20 +18,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.algos.evaluation_steps import EvaluationSteps
-from lightrl.algos.resume import Resumable, attached_trainer
-from lightrl.algos.schedulers import ManualSchedulers
+from lightrl.algos import evaluation_steps as evaluation
+from lightrl.algos.resume import RankState, attached_trainer, check_resume, checkpoint_dir, checkpoint_metadata, fail_nonfinite
+from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.callbacks.collector import CloseSourceOnException
 from lightrl.data.collector import CollectorSpec
+from lightrl.data.datasets import evaluation_loader, experience_loader
 from lightrl.data.source import COLLECTOR_MODES, EnvSource
-from lightrl.data.datasets import experience_loader
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_action_space, check_observation_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
-from lightrl.errors import NonFiniteError
-from lightrl.optim import clip_grad_norm_
+from lightrl.optim import OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
 from lightrl.policies import Policy
 from lightrl.rng import seed_all
 from lightrl.threads import share_cpu_threads
@@ -49,14 +48,7 @@ def require_widths(hidden_sizes: Sequence[int]) -> None:
     require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
 
 
-@dataclass
-class OptimizerIteration:
-    """Set when an :meth:`RLModule.optimizer_iteration` block ends: did the grad scaler skip a step?"""
-
-    skipped: bool = False
-
-
-class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
+class RLModule(L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -213,11 +205,17 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
-        self._resume_states: list[dict[str, Any]] | None = None
-        self._local_checkpoint = False
-        self._final_rank_state: dict[str, Any] | None = None
-        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (ManualSchedulers)
+        #: This process's RNG, source and exploration states, saved in checkpoints (see :class:`~lightrl.algos.resume.RankState`).
+        self.rank_state = RankState(self)
+        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (keep_scheduler_monitors)
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
+        own = cls.__dict__.get("configure_optimizers")
+        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
+            cls.configure_optimizers = keep_scheduler_monitors(own)
 
     # ----------------------------------------------------------------- spaces and envs
     def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
@@ -261,11 +259,6 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """Number of DDP processes (1 outside a Trainer)."""
         trainer = attached_trainer(self)
         return trainer.world_size if trainer is not None else 1
-
-    @property
-    def steps_per_env_step(self) -> int:
-        """Global env steps taken by one vector step of every rank."""
-        return self.hparams.num_envs * self.world_size
 
     @property
     def env_steps_per_batch(self) -> int | None:
@@ -322,13 +315,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def teardown(self, stage: str) -> None:
         if stage == "fit" and self.collecting:
-            self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
-            self.close_source()
-
-    def close_source(self) -> None:
-        """Close the envs (and the async actor process): the next fit makes new ones. Its storage stays readable."""
-        if self.collecting:
-            self.source.close()
+            self.rank_state.final = self.rank_state.state_dict()  # so that a checkpoint saved after fit can still continue the run
+            self.source.close()  # the envs (and the actor process); what the source stored stays readable
 
     def train_dataloader(self) -> DataLoader:
         self.source.device = self.device
@@ -337,17 +325,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored at the first batch, once Lightning has set everything up.
-        self.apply_resume_state()
+        self.rank_state.resume()
         self.source.start(self.policy, self.env_steps)
         yield from self.generate_batches()
-
-    @contextmanager
-    def stopping_on_nonfinite(self) -> Iterator[None]:
-        """Collect inside this block: a NaN or Inf from the envs then saves the state and stops, as a bad loss does."""
-        try:
-            yield
-        except NonFiniteError as err:
-            self.fail_nonfinite(str(err))
 
     def next_batch(self, dataloader_iter: Iterator) -> Any:
         """The next batch, fetched when the step asks for it.
@@ -366,22 +346,12 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """Actions for a batch of observations: :attr:`policy`'s ``act`` if ``deterministic``, else its ``explore``."""
         return self.policy.act(obs) if deterministic else self.policy.explore(obs)
 
-    @property
-    def grad_scaler(self) -> torch.amp.GradScaler | None:
-        """The Trainer's AMP grad scaler (``16-mixed``), or None."""
-        trainer = attached_trainer(self)
-        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
-
     @contextmanager
     def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
-        """One step of each optimizer, with the AMP grad scaler updated once, at the end.
+        """One step of each optimizer, with the AMP grad scaler updated once, at the end (see :func:`lightrl.optim.scaler_iteration`).
 
-        Lightning's ``16-mixed`` plugin calls ``scaler.update()`` after every ``optimizer.step()``. With
-        several optimizers (SAC's critic, actor and alpha) that would change the scale between the steps
-        of one iteration. Inside this block the update waits until all of them have stepped. Afterwards
-        ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so that target
-        networks are not moved towards weights that did not change. Without a grad scaler (32-true,
-        bf16-mixed) it does nothing and ``skipped`` stays False.
+        Afterwards ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so
+        that target networks are not moved towards weights that did not change.
 
         Example::
 
@@ -390,27 +360,15 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             if not iteration.skipped:
                 polyak_update(self.target.parameters(), self.online.parameters(), tau)
         """
-        iteration = OptimizerIteration()
-        scaler = self.grad_scaler
-        if scaler is None or not scaler.is_enabled():
+        with scaler_iteration(grad_scaler(self)) as iteration:
             yield iteration
-            return
-        scale = scaler.get_scale()
-        scaler.update = lambda new_scale=None: None  # shadows the method until the iteration is over
-        try:
-            yield iteration
-        finally:
-            del scaler.update
-            scaler.update()
-        iteration.skipped = scaler.get_scale() < scale
-        if iteration.skipped:
-            self.skipped_optimizer_steps += 1
+        self.skipped_optimizer_steps += int(iteration.skipped)
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
         finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())  # item(): one scalar read, no reduction
         if not finite:
-            self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
+            fail_nonfinite(self, f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
         super().manual_backward(loss, *args, **kwargs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -424,8 +382,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         # Each parameter group on its own, as if it had its own optimizer (SAC's actor and entropy coefficient).
         for group in optimizer.param_groups:
             norm = clip_grad_norm_(group["params"], max_grad_norm)  # torch's rule; see lightrl.optim
-            if not math.isfinite(norm) and self.grad_scaler is None:  # a grad scaler skips such steps itself
-                self.fail_nonfinite(f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
+            if not math.isfinite(norm) and grad_scaler(self) is None:  # a grad scaler skips such steps itself
+                fail_nonfinite(self, f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
@@ -434,8 +392,14 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             return torch.autocast("cpu", enabled=False)
         return trainer.precision_plugin.forward_context()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightrl"] = checkpoint_metadata(self)
+        self.rank_state.save(checkpoint)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
+        check_resume(self, checkpoint)
+        self.env_steps = checkpoint["lightrl"]["env_steps"]
+        self.rank_state.keep(checkpoint)
         # Checkpoints written before the policies existed keep the acting networks at the top level
         # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
         state = checkpoint.get("state_dict")
@@ -462,7 +426,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
         if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
             self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
-        self.step_lr_schedulers("epoch")
+        step_lr_schedulers(self, "epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
 
@@ -510,11 +474,40 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         if not math.isnan(mean_return.item()):
             metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
         metrics = {**metrics, **self.timer.metrics(), "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
-        if self.grad_scaler is not None:
+        if grad_scaler(self) is not None:
             metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         # Lightning takes a metric named "step" as the x-axis of every logger.
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
+
+    # ----------------------------------------------------------------- evaluation: Lightning's validate, test, predict
+    def forward(self, obs: Tensor) -> Tensor:
+        """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
+        return self.act(obs, deterministic=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return evaluation_loader()  # one batch: validation_step plays all the evaluation episodes
+
+    def test_dataloader(self) -> DataLoader:
+        return evaluation_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return evaluation.first_observations(self)  # pass your own observations to trainer.predict instead
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``."""
+        hp = self.hparams
+        evaluation.evaluate_and_log(self, "eval", hp.eval_episodes, hp.seed + evaluation.EVAL_SEED_OFFSET)
+        if hp.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
+            evaluation.record_video(self, os.path.join(os.path.dirname(checkpoint_dir(self.trainer)), "videos"))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
+        evaluation.evaluate_and_log(self, "test", self.hparams.test_episodes, self.hparams.seed + evaluation.TEST_SEED_OFFSET)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
+        return self(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration

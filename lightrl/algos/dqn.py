@@ -159,7 +159,7 @@ class DQN(OffPolicyAlgorithm):
         of the env steps collected before an update phase are made before its gradient steps, vector step by
         vector step: ``k`` falling into one vector step are one update with ``1 - (1 - tau)^k``.
         """
-        freq, stride, tau = self.hparams.target_network_frequency, self.steps_per_env_step, self.hparams.tau
+        freq, stride, tau = self.hparams.target_network_frequency, self.source.spec.steps_per_env_step, self.hparams.tau
         start, end = self.target_updated_at, self.env_steps
         self.target_updated_at = end
         due = (start // freq + 1) * freq  # the first update past start

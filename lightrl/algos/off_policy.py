@@ -38,10 +38,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from gymnasium import spaces
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightrl.algos.base import RLModule, require
+from lightrl.algos.resume import stop_on_nonfinite
+from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.replay import ReplayBuffer
 from lightrl.data.replay_source import ReplaySource, updates_due
@@ -122,7 +124,6 @@ class OffPolicyAlgorithm(RLModule):
         self.phases_per_training_step = phases_per_training_step
         self.num_updates = 0  # gradient steps taken, the clock of delayed policy and target updates
         self.updates_resume_at = 0  # after resuming without a replay buffer: no updates before this env step
-        self._logged_buffer_size = False
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -143,10 +144,10 @@ class OffPolicyAlgorithm(RLModule):
         """
         hp, previous = self.hparams, self.source
         return ReplaySource(
-            spec, hp.buffer_size, hp.batch_size, hp.gamma, hp.n_step, hp.train_frequency, self.device, self.timer,
-            self.acting_context, hp.collector, save_replay_buffer=hp.save_replay_buffer,
+            spec, hp.buffer_size, hp.batch_size, hp.gamma, hp.n_step, hp.train_frequency, save_replay_buffer=hp.save_replay_buffer,
             replay_buffer=previous.replay_buffer if previous is not None else None,
             sampler=previous.sampler if previous is not None else None,
+            device=self.device, timer=self.timer, acting_context=self.acting_context, collector=hp.collector,
         )  # fmt: skip
 
     def on_fit_start(self) -> None:
@@ -178,22 +179,30 @@ class OffPolicyAlgorithm(RLModule):
 
     def generate_batches(self) -> Iterator[int]:
         """Yield, per ``training_step``, the number of update phases it holds: it collects them itself."""
+        if self.source.resumed_without_replay_buffer:
+            # Refill the buffer with the current policy for learning_starts env steps before updating.
+            self.source.resumed_without_replay_buffer = False
+            self.updates_resume_at = self.env_steps + self.hparams.learning_starts
+            rank_zero_warn(
+                f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
+                f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
+            )
         while not self.budget_reached:
             yield self.phases_per_training_step
 
     def collect_update_phase(self) -> dict[str, Tensor] | None:
         """Collect until the next update phase falls due and return its sampled batch; None once the budget is reached."""
-        source, policy, steps_per_env_step = self.source, self.policy, self.steps_per_env_step
-        with self.stopping_on_nonfinite():
+        source, policy, steps_per_env_step = self.source, self.policy, self.source.spec.steps_per_env_step
+        with stop_on_nonfinite(self):
             while not self.budget_reached:
                 before = self.env_steps
                 source.collect_step(policy, before)
                 self.env_steps = before + steps_per_env_step
-                num_steps = self.updates_due(before, self.env_steps)
-                if num_steps:
+                num_gradient_steps = self.updates_due(before, self.env_steps)
+                if num_gradient_steps:
                     tic = self.timer.start()
                     self.sync_obs_statistics()  # every rank reaches each phase, so the collective is matched
-                    batch = source.sample(policy, num_steps)
+                    batch = source.sample(policy, num_gradient_steps)
                     self.timer.add("data", tic)
                     return batch
         return None
@@ -213,7 +222,7 @@ class OffPolicyAlgorithm(RLModule):
             tic = self.timer.start()
             metrics = self.train_batch(batch)
             self.timer.add("learn", tic)
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         if metrics is not None and self.should_log:  # skip building the log calls on batches Lightning does not write
             self.log_metrics(metrics)
 
@@ -231,31 +240,12 @@ class OffPolicyAlgorithm(RLModule):
         checkpoint["lightrl"]["num_updates"] = self.num_updates
         checkpoint["lightrl"]["updates_resume_at"] = self.updates_resume_at
 
-    def rank_state(self) -> dict[str, Any]:
-        state = {**super().rank_state(), "explorer": self.policy.exploration.generator.get_state()}
-        if "replay_buffer" in state:
-            size = sum(t.nbytes for t in state["replay_buffer"].values() if isinstance(t, Tensor))
-            if not self._logged_buffer_size:
-                rank_zero_info(f"lightrl: checkpoints include the replay buffer ({size / 2**20:.1f} MiB per process).")
-                self._logged_buffer_size = True
-        return state
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.num_updates = checkpoint["lightrl"].get("num_updates", 0)
         self.updates_resume_at = checkpoint["lightrl"].get("updates_resume_at", 0)
         self.policy.exploration.env_steps = self.env_steps  # explore() of a loaded module: the epsilon it ended with
 
-    def load_rank_state(self, state: dict[str, Any]) -> None:
-        super().load_rank_state(state)
-        self.policy.exploration.generator.set_state(state["explorer"])
-        if "replay_buffer" not in state:
-            # Without the buffer, refill it with the current policy for learning_starts env steps before updating.
-            self.updates_resume_at = self.env_steps + self.hparams.learning_starts
-            rank_zero_warn(
-                f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
-                f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
-            )
 
 
 def twin_critic_metrics(qf_loss: Tensor, qf1_loss: Tensor, qf2_loss: Tensor, qf1_values: Tensor, qf2_values: Tensor) -> dict[str, Tensor]:

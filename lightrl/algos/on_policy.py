@@ -10,6 +10,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.algos.base import RLModule, require, require_widths
+from lightrl.algos.resume import stop_on_nonfinite
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
@@ -46,7 +47,8 @@ class OnPolicyAlgorithm(RLModule):
     def make_source(self, spec: CollectorSpec) -> RolloutSource:
         """Rollouts of ``num_steps`` vector steps with GAE."""
         hp = self.hparams
-        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, self.device, self.timer, self.acting_context, hp.collector)
+        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
+                             acting_context=self.acting_context, collector=hp.collector)  # fmt: skip
 
     def build_agent(self) -> None:
         """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
@@ -98,7 +100,7 @@ class OnPolicyAlgorithm(RLModule):
         With ``normalize_obs`` its observations come normalized by the statistics they were collected with
         (frozen during the rollout, as the policy saw them); the raw ones are then added to the statistics.
         """
-        with self.stopping_on_nonfinite():
+        with stop_on_nonfinite(self):
             batch = self.source.next_rollout(self.policy, self.env_steps)
         self.env_steps += self.batch_size * self.world_size
         if self.policy.obs_normalizer is not None:

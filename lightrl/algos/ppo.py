@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
+from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
@@ -155,7 +156,7 @@ class PPO(OnPolicyAlgorithm):
             if hp.target_kl is not None and self.trainer.strategy.reduce(stats["approx_kl"], reduce_op="mean") > hp.target_kl:
                 break
         lr = optimizer.param_groups[0]["lr"]
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

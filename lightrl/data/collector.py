@@ -162,17 +162,6 @@ class Collector(EpisodeStats):
         x = torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.as_tensor(array)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=dtype)
 
-    @classmethod
-    def from_spec(
-        cls,
-        spec: CollectorSpec,
-        device: torch.device | str = "cpu",
-        timer: IterationTimer | None = None,
-        acting_context: Callable[[], ContextManager] = nullcontext,
-    ) -> Collector:
-        """A collector over the envs that ``spec`` describes, made now."""
-        return cls(spec.make_envs(), device, timer, acting_context, spec.reward_normalizer())
-
     def reset(self) -> Observations:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""
         obs, _ = self.envs.reset()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
 from gymnasium import spaces
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.replay import ReplayBuffer
 from lightrl.data.source import EnvSource
 from lightrl.policies import ExploringPolicy, Policy
-from lightrl.timing import IterationTimer
 
 #: Most vector steps of off-policy experience the async actor sends in one message.
 MAX_CHUNK = 256
@@ -46,10 +45,10 @@ class ReplaySource(EnvSource):
         gamma: Discount factor of n-step returns.
         n_step: Steps summed into each sampled reward.
         train_frequency: Global env steps between update phases.
-        device, timer, acting_context, collector: As :class:`~lightrl.data.source.EnvSource`.
         save_replay_buffer: Include the replay buffer in :meth:`state_dict` (checkpoints), to resume exactly.
         replay_buffer: A buffer to continue filling (a module's next fit), else one is allocated by :meth:`allocate`.
         sampler: The generator that draws the samples, with ``replay_buffer``.
+        **kwargs: :class:`~lightrl.data.source.EnvSource`'s ``device``, ``timer``, ``acting_context`` and ``collector``.
     """
 
     actor_fields = ("train_frequency",)
@@ -62,20 +61,19 @@ class ReplaySource(EnvSource):
         gamma: float,
         n_step: int,
         train_frequency: int,
-        device: torch.device | str = "cpu",
-        timer: IterationTimer | None = None,
-        acting_context: Callable[[], ContextManager] = nullcontext,
-        collector: str = "sync",
         save_replay_buffer: bool = False,
         replay_buffer: ReplayBuffer | None = None,
         sampler: torch.Generator | None = None,
+        **kwargs: Any,
     ):
         self.buffer_size, self.batch_size, self.gamma, self.n_step = buffer_size, batch_size, gamma, n_step
         self.train_frequency = train_frequency
         self.save_replay_buffer = save_replay_buffer
         self.replay_buffer, self.sampler = replay_buffer, sampler
-        self.timer = timer if timer is not None else IterationTimer()
-        super().__init__(spec, device, timer, acting_context, collector)
+        #: Set by :meth:`load_state_dict` from a checkpoint without the replay buffer (the algorithm refills it).
+        self.resumed_without_replay_buffer = False
+        self._logged_size = False
+        super().__init__(spec, **kwargs)
 
     def allocate(self, observation_space: spaces.Space, action_space: spaces.Space, device: torch.device, seed: int) -> None:
         """Allocate the replay buffer on ``device`` and seed the sampler, unless this source continues a buffer."""
@@ -112,23 +110,27 @@ class ReplaySource(EnvSource):
             policy.obs_normalizer.accumulate(transition[0])
         self.timer.add("data", tic)
 
-    def sample(self, policy: Policy, num_steps: int) -> dict[str, Any]:
-        """``num_steps * batch_size`` transitions in one draw, shaped ``[num_steps, batch_size, ...]``.
+    def sample(self, policy: Policy, num_gradient_steps: int) -> dict[str, Any]:
+        """``num_gradient_steps * batch_size`` transitions in one draw, shaped ``[num_gradient_steps, batch_size, ...]``.
 
         The buffer keeps raw observations; with ``normalize_obs`` they are normalized here by the current
         statistics, as Stable-Baselines3 does.
         """
-        data = self.replay_buffer.sample(num_steps * self.batch_size, self.n_step, self.gamma, self.sampler)
+        data = self.replay_buffer.sample(num_gradient_steps * self.batch_size, self.n_step, self.gamma, self.sampler)
         normalizer = policy.obs_normalizer
         if normalizer is not None:
             data = {**data, "observations": normalizer(data["observations"]), "next_observations": normalizer(data["next_observations"])}
-        return {key: steps_view(value, num_steps, self.batch_size) for key, value in data.items()}
+        return {key: steps_view(value, num_gradient_steps, self.batch_size) for key, value in data.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """The envs' state and the sampler's; the replay buffer's too with ``save_replay_buffer``."""
         state = {**super().state_dict(), "sampler": self.sampler.get_state()}
         if self.save_replay_buffer:
             state["replay_buffer"] = self.replay_buffer.state_dict()
+            if not self._logged_size:
+                size = sum(t.nbytes for t in state["replay_buffer"].values() if isinstance(t, Tensor))
+                rank_zero_info(f"lightrl: checkpoints include the replay buffer ({size / 2**20:.1f} MiB per process).")
+                self._logged_size = True
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -137,12 +139,13 @@ class ReplaySource(EnvSource):
         self.sampler.set_state(state["sampler"])
         if "replay_buffer" in state:
             self.replay_buffer.load_state_dict(state["replay_buffer"])
+        self.resumed_without_replay_buffer = "replay_buffer" not in state
 
 
-def steps_view(value: Tensor | dict[str, Tensor], num_steps: int, batch_size: int) -> Tensor | list[dict[str, Tensor]]:
-    """``[num_steps * batch_size, ...]`` samples as ``[num_steps, batch_size, ...]``; a list of ``num_steps``
+def steps_view(value: Tensor | dict[str, Tensor], num_gradient_steps: int, batch_size: int) -> Tensor | list[dict[str, Tensor]]:
+    """``[num_gradient_steps * batch_size, ...]`` samples as ``[num_gradient_steps, batch_size, ...]``; a list of ``num_gradient_steps``
     dicts for Dict observations (what the training loops iterate over, one gradient step each)."""
     if isinstance(value, dict):
-        parts = {key: steps_view(part, num_steps, batch_size) for key, part in value.items()}
-        return [{key: part[i] for key, part in parts.items()} for i in range(num_steps)]
-    return value.view(num_steps, batch_size, *value.shape[1:])
+        parts = {key: steps_view(part, num_gradient_steps, batch_size) for key, part in value.items()}
+        return [{key: part[i] for key, part in parts.items()} for i in range(num_gradient_steps)]
+    return value.view(num_gradient_steps, batch_size, *value.shape[1:])

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Callable, ContextManager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,7 +12,6 @@ from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.source import EnvSource
 from lightrl.losses import gae
 from lightrl.policies import ActorCriticPolicy
-from lightrl.timing import IterationTimer
 
 
 class RolloutSource(EnvSource):
@@ -27,10 +25,7 @@ class RolloutSource(EnvSource):
         num_steps: Vector steps per rollout, per sub-env.
         gamma: Discount factor.
         gae_lambda: GAE's lambda.
-        device: Where rollouts are put.
-        timer: Where collection records its time.
-        acting_context: The context the policy acts in (the Trainer's precision).
-        collector: ``"sync"`` or ``"async"``.
+        **kwargs: :class:`~lightrl.data.source.EnvSource`'s ``device``, ``timer``, ``acting_context`` and ``collector``.
     """
 
     lockstep = True
@@ -42,15 +37,12 @@ class RolloutSource(EnvSource):
         num_steps: int,
         gamma: float,
         gae_lambda: float,
-        device: torch.device | str = "cpu",
-        timer: IterationTimer | None = None,
-        acting_context: Callable[[], ContextManager] = nullcontext,
-        collector: str = "sync",
+        **kwargs: Any,
     ):
         self.num_steps, self.gamma, self.gae_lambda = num_steps, gamma, gae_lambda
         #: The last rollout collected in this process (None before the first, or with ``collector="async"``).
         self.buffer: RolloutBuffer | None = None  # the actor's copy gets None and allocates its own
-        super().__init__(spec, device, timer, acting_context, collector)
+        super().__init__(spec, **kwargs)
 
     def vector_steps(self) -> int:
         """Vector steps behind one rollout."""

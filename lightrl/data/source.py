@@ -92,6 +92,8 @@ class EnvSource:
         if collector not in COLLECTOR_MODES:
             raise ValueError(f"collector must be one of {COLLECTOR_MODES}, got {collector!r}.")
         self.spec = spec
+        #: Where this process's collection and storage record their time.
+        self.timer = timer if timer is not None else IterationTimer()
         #: The actor process's learner end (``collector="async"``), else None.
         self.actor: AsyncActor | None = None
         #: The envs stepped in this process (``collector="sync"``), else None.
@@ -99,7 +101,7 @@ class EnvSource:
         if collector == "async":
             self.actor = AsyncActor(spec, self, device)
         else:
-            self.collector = Collector.from_spec(spec, device, timer, acting_context)
+            self.collector = Collector(spec.make_envs(), device, self.timer, acting_context, spec.reward_normalizer())
         self._envs: Collector | AsyncActor = self.actor or self.collector
         #: Set by :meth:`close`: the envs are gone, what the source stored stays readable.
         self.closed = False
