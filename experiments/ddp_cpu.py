@@ -1,26 +1,26 @@
-"""Where the time of CPU DDP goes: 1 process against 2, and 2 DDP processes against 2 independent ones.
+"""Where the time of CPU DDP goes: N DDP processes against N independent ones, for N in ``--ranks``.
 
-PPO with CleanRL's defaults (4 envs per process), the recipe of ``benchmark.py --ddp``. Each repeat runs,
-alternating, in fresh processes:
+PPO with CleanRL's defaults (4 envs per process), the recipe of ``benchmark.py --ddp``. Every process runs
+one torch thread (``OMP_NUM_THREADS=1``) and ``--timesteps`` env steps of its own (weak scaling: N ranks
+run N times the steps of one). Each repeat runs, in fresh processes, for each N:
 
-- ``1 proc``: one process, torch's default intra-op threads (as ``benchmark.py --ddp`` ran it);
-- ``1 proc, 1 thread``: the same with one thread;
-- ``2 indep``: two single processes at once, one thread each, sharing nothing (what 2 cores give two
-  copies of the work: the ceiling for DDP here);
-- ``2 ddp``: ``Trainer(devices=2, strategy="ddp")``, which also times each gradient all-reduce (a
-  communication hook that waits for it): the time a rank spends in gloo, waiting for the other rank
-  included.
+- ``N indep``: N single processes at once, sharing nothing: what N cores give N copies of the work, the
+  machine's own ceiling for DDP;
+- ``N ddp``: ``Trainer(devices=N, strategy="ddp")`` (gloo), which also times each gradient all-reduce
+  (a communication hook that waits for it): the time a rank spends in gloo, waiting for the others included.
 
-Reported: total env steps per second from the first batch on (min / median / max), and per DDP rank its torch threads and the
-share of its wall time spent in all-reduces.
+Reported: total env steps per second from the first batch on (min / median / max), the speed-up of each
+against one process, and per DDP rank the share of its wall time spent in all-reduces.
 
-    python experiments/ddp_cpu.py --timesteps 40000 --repeats 2     # about 2 minutes on 2 cores
+    python experiments/ddp_cpu.py --timesteps 40000 --repeats 2                 # 1 and 2 processes, ~2 min on 2 cores
+    python experiments/ddp_cpu.py --ranks 1 2 4 8 --timesteps 40000 --repeats 1  # a machine of 8 cores or more
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,16 +47,14 @@ def timed_allreduce(state: dict, bucket):
     return future
 
 
-def run(devices: int, timesteps: int, threads: int) -> None:
+def run(devices: int, timesteps: int) -> None:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import Callback
 
     from benchmark import ROWS, lightrl_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    model = lightrl_model(ROWS["ppo_cleanrl"], timesteps, seed=1)
+    model = lightrl_model(ROWS["ppo_cleanrl"], timesteps * devices, seed=1)
     comm = {"seconds": 0.0, "calls": 0}
 
     class TimeAllReduce(Callback):
@@ -82,9 +80,10 @@ def results(proc: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
 
 
-def launch(devices: int, timesteps: int, threads: int = 0) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--run", str(devices), str(timesteps), str(threads)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def launch(devices: int, timesteps: int) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--run", str(devices), str(timesteps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # Lightning's launcher would give each rank cores // N threads
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish(popen: subprocess.Popen) -> list[dict]:
@@ -98,30 +97,35 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=40_000, help="env steps of each run (all its processes together)")
+    parser.add_argument("--timesteps", type=int, default=40_000, help="env steps of each process")
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2], help="numbers of processes to compare (1 is the baseline)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--run", nargs=3, type=int, metavar=("DEVICES", "STEPS", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--run", nargs=2, type=int, metavar=("DEVICES", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         run(*args.run)
         return
-    sps: dict[str, list[float]] = {"1 proc": [], "1 proc, 1 thread": [], "2 indep": [], "2 ddp": []}
-    ranks: list[dict] = []
+    counts = sorted(set(args.ranks) | {1})
+    sps: dict[str, list[float]] = {}
+    ranks: dict[int, list[dict]] = {}
     for _ in range(args.repeats):
-        sps["1 proc"].append(finish(launch(1, args.timesteps))[0]["sps"])
-        sps["1 proc, 1 thread"].append(finish(launch(1, args.timesteps, threads=1))[0]["sps"])
-        pair = [launch(1, args.timesteps // 2, threads=1) for _ in range(2)]
-        sps["2 indep"].append(sum(finish(p)[0]["sps"] for p in pair))
-        ddp = finish(launch(2, args.timesteps))
-        sps["2 ddp"].append(ddp[0]["sps"])  # env_steps counts both ranks
-        ranks += ddp
+        for n in counts:
+            group = [launch(1, args.timesteps) for _ in range(n)]
+            sps.setdefault(f"{n} indep", []).append(sum(finish(p)[0]["sps"] for p in group))
+            if n > 1:
+                ddp = finish(launch(n, args.timesteps))
+                sps.setdefault(f"{n} ddp", []).append(ddp[0]["sps"])  # env_steps counts every rank
+                ranks.setdefault(n, []).extend(ddp)
+    base = statistics.median(sps["1 indep"])
     for name, values in sps.items():
-        print(f"{name:<17} total SPS (min / median / max) {summary(values)}")
-    for base in ("1 proc", "1 proc, 1 thread"):
-        ratios = ", ".join(f"{name} {statistics.median(sps[name]) / statistics.median(sps[base]):.2f}x" for name in ("2 indep", "2 ddp"))
-        print(f"against {base}: {ratios}")
-    for r in ranks:
-        print(f"ddp rank {r['rank']}: {r['threads']} torch thread(s), {r['allreduces']} all-reduces, {100 * r['allreduce_share']:.0f}% of its wall time in them")
+        print(f"{name:<9} total SPS (min / median / max) {summary(values)}   {statistics.median(values) / base:.2f}x of 1 process")
+    for n, records in ranks.items():
+        shares = [100 * r["allreduce_share"] for r in records]
+        print(f"{n} ddp: {records[0]['allreduces']} all-reduces per rank, {min(shares):.0f}-{max(shares):.0f}% of a rank's wall time in them")
+    if args.json:
+        args.json.write_text(json.dumps({"timesteps_per_process": args.timesteps, "sps": sps,
+                                         "ranks": {str(n): r for n, r in ranks.items()}}, indent=1))
 
 
 if __name__ == "__main__":

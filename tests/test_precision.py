@@ -91,9 +91,10 @@ def test_gpu_check_all_precisions_learn():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_gpu_check_says_so_without_cuda():
+@pytest.mark.parametrize("script", ["gpu_check.py", "host_syncs.py"])
+def test_gpu_scripts_say_so_without_cuda(script):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    script = Path(__file__).parents[1] / "experiments" / "gpu_check.py"
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    path = Path(__file__).parents[1] / "experiments" / script
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout
