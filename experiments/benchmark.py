@@ -13,6 +13,8 @@ stall without pressing FIRE.
     python experiments/benchmark.py --rows ppo_cleanrl --compare timing   # time/* breakdown on vs off
     python experiments/benchmark.py --rows ppo_cleanrl --compare compile  # compile=False vs compile=True
     python experiments/benchmark.py --rows ppo_cleanrl --compare normalize  # normalize_obs=False vs True
+    python experiments/benchmark.py --rows ppo_atari --compare precision    # 32-true vs bf16-mixed (CPU: AMX/AVX-512 BF16)
+    python experiments/benchmark.py --rows ppo_atari --compare vectorization  # "auto" (native vector env) vs "sync"
     python experiments/benchmark.py --gpu                 # PPO Atari on CUDA: precisions x eager/compiled
     python experiments/benchmark.py --ddp                 # total SPS of 1 vs 2 DDP processes (CPU, gloo)
 
@@ -94,7 +96,8 @@ ROWS = {
         "title": "PPO Breakout, CleanRL ppo_atari (CPU)",
         "timesteps": 20_000,
         "lightrl": "ppo_atari.yaml",
-        # Both libraries step lightrl's Atari preset (SB3's AtariWrapper needs opencv); the env id has no frame skip.
+        # SB3 steps lightrl's Python Atari preset (its AtariWrapper needs opencv), lightrl its default, ale-py's vector
+        # env with the same preset ("--compare vectorization" sets the two lightrl paths against each other).
         "overrides": {"env_id": "BreakoutNoFrameskip-v4"},
         "sb3": ("PPO", dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
                             clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
@@ -105,7 +108,8 @@ ROWS = {
 }
 DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari"]
 #: What ``--compare`` sets against lightrl's default run (library A).
-COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize"}
+COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize",
+               "precision": "lightrl-bf16", "vectorization": "lightrl-sync"}
 GPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
@@ -190,14 +194,15 @@ def run_lightrl(row: dict, timesteps: int, seed: int, variant: str = "") -> dict
 
     import lightrl
 
-    variants = {"compile": {"compile": True}, "normalize": {"normalize_obs": True}}
+    variants = {"compile": {"compile": True}, "normalize": {"normalize_obs": True}, "sync": {"vectorization": "sync"}}
     model = lightrl_model(row, timesteps, seed, **variants.get(variant, {}))
     if variant == "notiming":
         model.timer.enabled = False
     recorder = episode_recorder()
     # No validation during the run (SB3 evaluates nothing either): the return is measured once, after it.
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        max_epochs=-1, callbacks=[recorder], limit_val_batches=0, num_sanity_val_steps=0)
+                        max_epochs=-1, callbacks=[recorder], limit_val_batches=0, num_sanity_val_steps=0,
+                        precision="bf16-mixed" if variant == "bf16" else "32-true")
     start = time.perf_counter()
     trainer.fit(model)
     seconds = time.perf_counter() - start

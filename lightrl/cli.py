@@ -5,7 +5,8 @@ Examples::
     lightrl fit --config experiments/ppo_cartpole.yaml
     lightrl fit --config experiments/ppo_cartpole.yaml --model.num_envs 16 --trainer.precision bf16-mixed
     lightrl fit --model PPO --model.env_id Acrobot-v1 --trainer.logger CSVLogger
-    lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest interrupted run
+    lightrl fit --model ppo --model.env_id my_envs:MyEnv-v0                 # my_envs.py in the current folder registers it
+    lightrl fit --config experiments/ppo_cartpole.yaml --ckpt_path last    # continue the newest PPO run on CartPole
     lightrl validate --model PPO --ckpt_path last                           # eval_episodes episodes: eval/return_mean
     lightrl test --model PPO --ckpt_path runs/lightrl/<run>/checkpoints/last.ckpt   # test_episodes episodes
     lightrl predict --model PPO --ckpt_path last                            # actions for the first observations
@@ -16,7 +17,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import inspect
 import netrc
 import os
 import re
@@ -24,8 +27,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import jsonargparse
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -34,7 +38,7 @@ from lightrl.algos.resume import check_class, check_resume
 from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
 from lightrl.compat import CkptPathHook
 from lightrl.deploy import FORMATS, export
-from lightrl.errors import NonFiniteError
+from lightrl.errors import EnvError, NonFiniteError
 from lightrl.evaluation import evaluate
 from lightrl.utils import load_module
 
@@ -45,7 +49,11 @@ SUBCOMMAND_HELP = {
     "test": "Play test_episodes deterministic episodes on envs of their own seeds; log test/return_mean.",
     "predict": "Print the deterministic actions for the first observations of eval_episodes fresh episodes.",
 }
-DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": "runs"}}
+#: The algorithms ``--model NAME`` takes by name, in any case; any other model is given by its import path.
+ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3")
+#: Where runs are written: the default W&B logger's save_dir, and the folders of runs without a logger.
+RUNS = "runs"
+DEFAULT_LOGGER = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "lightrl", "save_dir": RUNS}}
 
 
 class UsageError(Exception):
@@ -64,6 +72,38 @@ def wandb_mode() -> str:
     except (OSError, netrc.NetrcParseError):
         pass
     return "offline"
+
+
+def run_dir(trainer) -> Path:
+    """The folder of a run: where its ``checkpoints/`` folder is (Lightning's ``ModelCheckpoint`` default)."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    logger.experiment  # starts the run if it has not started: the W&B logger has no version (the run id) before
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the configuration of ``lightrl fit`` as ``config.yaml`` in the run's folder, beside ``checkpoints/``.
+
+    Lightning's callback writes it to ``trainer.log_dir``, which the W&B logger shares between all runs
+    (``runs/config.yaml``) and which is the current folder without a logger, for every subcommand.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Save at the start of ``fit`` only: validate, test and predict write nothing."""
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """Write ``config.yaml`` to :func:`run_dir` (rank 0 only)."""
+        folder = run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Keep the None values; jsonargparse 4.49 renamed skip_none (which it now warns about) to skip_unset.
+        renamed = tuple(int(n) for n in re.findall(r"\d+", jsonargparse.__version__)[:2]) >= (4, 49)
+        keep_none = {"skip_unset" if renamed else "skip_none": False}
+        self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none)
 
 
 class LightRLCLI(CkptPathHook, LightningCLI):
@@ -90,17 +130,17 @@ class LightRLCLI(CkptPathHook, LightningCLI):
             if subcommand in ("validate", "test", "predict"):
                 raise UsageError(f"`lightrl {subcommand}` needs a trained policy: pass --ckpt_path PATH (or --ckpt_path last).")
             return
-        roots = checkpoint_roots(config.trainer, default_logger_dir=subcommand != "fit")
-        path = resolve_ckpt_path(config.ckpt_path, roots)
+        model_class = config.model.class_path
+        roots = checkpoint_roots(config.trainer, default_logger_dir=subcommand != "fit" or not config.trainer.get("logger"))
+        if config.ckpt_path == "last":
+            explicit_env = any(re.match(r"--config\b|--model\.(init_args\.)?env_id\b", arg) for arg in self.argv)
+            path = newest_run_of(class_path_of(model_class), config.model.init_args.get("env_id") if explicit_env else None, roots, subcommand)
+        else:
+            path = resolve_ckpt_path(config.ckpt_path, roots)
         config.ckpt_path = path
         if path is None:
-            if subcommand != "fit":
-                folders = ", ".join(sorted({repr(str(root)) for root in roots}))
-                raise UsageError(f"--ckpt_path last: no last.ckpt in a checkpoints/ folder under {folders}.")
-            print("lightrl: --ckpt_path last: no last checkpoint found yet; starting a new run.", file=sys.stderr)
             return
         checkpoint = self.resume_checkpoint = read_checkpoint(path)
-        model_class = config.model.class_path
         try:
             check_class(checkpoint.get("lightrl", {}).get("class_path"), class_path_of(model_class), source=f"checkpoint {path!r}")
         except ValueError as err:
@@ -118,7 +158,16 @@ class LightRLCLI(CkptPathHook, LightningCLI):
     def before_instantiate_classes(self) -> None:
         if "WANDB_MODE" not in os.environ and wandb_mode() == "offline":
             os.environ["WANDB_MODE"] = "offline"
-        trainer_config = self.config[self.config.subcommand].trainer
+        config = self.config[self.config.subcommand]
+        trainer_config = config.trainer
+        if self.config.subcommand == "fit" and not trainer_config.get("logger") and not trainer_config.get("default_root_dir"):
+            # Without a logger, Lightning writes checkpoints to ./checkpoints/: give each run a folder of its own,
+            # and a resumed run the folder of its checkpoint.
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+                trainer_config.default_root_dir = str(Path(ckpt_path).parent.parent)
+            else:
+                trainer_config.default_root_dir = new_run_dir(config.model)
         for logger in trainer_config.get("logger") if isinstance(trainer_config.get("logger"), list) else [trainer_config.get("logger")]:
             save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
             if save_dir and str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
@@ -164,26 +213,90 @@ class LightRLCLI(CkptPathHook, LightningCLI):
 
 def class_path_of(import_path: str) -> str:
     """``module.QualName`` of the class at ``import_path`` (``lightrl.PPO`` -> ``lightrl.algos.ppo.PPO``)."""
-    module, _, name = import_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = import_class(import_path)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def checkpoint_roots(trainer_config, default_logger_dir: bool = False) -> list[Path]:
     """Folders under which a run's checkpoints are written: the loggers' save dirs and ``default_root_dir``.
 
-    With ``default_logger_dir``, also the default logger's ``runs/``, so that ``lightrl validate
-    --trainer.logger false`` finds what a plain ``lightrl fit`` wrote (a resumed fit looks only where it logs).
+    With ``default_logger_dir``, also ``runs/``, so that ``lightrl validate --trainer.logger false`` finds
+    what a plain ``lightrl fit`` wrote, and a fit without a logger the runs without one (a resumed fit with a
+    logger looks only where it logs).
     """
     roots = [Path(trainer_config.get("default_root_dir") or ".")]
     if default_logger_dir:
-        roots.append(Path(DEFAULT_LOGGER["init_args"]["save_dir"]))
+        roots.append(Path(RUNS))
     loggers = trainer_config.get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
         if save_dir:
             roots.append(Path(save_dir))
     return roots
+
+
+def run_name(model_config) -> str:
+    """The folder name of a run without a logger: the algorithm and the env id, e.g. ``PPO-CartPole-v1``."""
+    algorithm = str(model_config.class_path).rpartition(".")[2]
+    env_id = str(model_config.init_args.get("env_id"))
+    return re.sub(r"[^\w.-]+", "-", f"{algorithm}-{env_id}")
+
+
+def new_run_dir(model_config) -> str:
+    """The folder of a new run without a logger, ``runs/<Algorithm>-<env id>/version_<N>``.
+
+    The DDP processes that Lightning starts (``LOCAL_RANK`` > 0) take the folder rank 0 chose, from the
+    environment it started them with.
+    """
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("LIGHTRL_RUN_DIR"):
+        return os.environ["LIGHTRL_RUN_DIR"]
+    folder = os.environ["LIGHTRL_RUN_DIR"] = str(next_version_dir(Path(RUNS) / run_name(model_config)))
+    return folder
+
+
+def next_version_dir(folder: Path) -> Path:
+    """``folder/version_N`` with the first N not taken, as Lightning's CSV and TensorBoard loggers number runs."""
+    taken = {int(m.group(1)) for p in folder.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))}
+    return folder / f"version_{max(taken, default=-1) + 1}"
+
+
+def last_checkpoints(roots: Sequence[Path]) -> list[Path]:
+    """Every ``last*.ckpt`` in a ``checkpoints/`` folder up to three levels under ``roots``, newest first."""
+    found: dict[Path, Path] = {}  # each file once, named as found under its root
+    for root in roots:
+        for depth in ("", "*/", "*/*/", "*/*/*/"):
+            for path in root.glob(f"{depth}checkpoints/last*.ckpt"):
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values(), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def run_of(path: Path) -> tuple[str | None, str | None]:
+    """The class path and env id of the run that wrote a checkpoint ((None, None) if it cannot be read)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # a truncated or foreign file is no candidate
+        return None, None
+    return checkpoint.get("lightrl", {}).get("class_path"), checkpoint.get("hyper_parameters", {}).get("env_id")
+
+
+def newest_run_of(class_path: str, env_id: str | None, roots: Sequence[Path], subcommand: str) -> str | None:
+    """``--ckpt_path last``: the newest last checkpoint of this algorithm (and env, if given) under ``roots``.
+
+    Without one, ``fit`` starts a new run (None, after a notice); the other subcommands raise a UsageError
+    listing the last checkpoints of other runs.
+    """
+    candidates = [(path, *run_of(path)) for path in last_checkpoints(roots)]
+    for path, cls, env in candidates:
+        if cls == class_path and env_id in (None, env):
+            return str(path)
+    algorithm = class_path.rpartition(".")[2] + (f" on {env_id}" if env_id else "")
+    others = "; ".join(f"{path} ({str(cls).rpartition('.')[2]} on {env})" for path, cls, env in candidates[:5] if cls)
+    listed = f" Other runs' checkpoints: {others}; pass one with --ckpt_path PATH." if others else ""
+    if subcommand == "fit":
+        print(f"lightrl: --ckpt_path last: no last checkpoint of {algorithm} yet; starting a new run.{listed}", file=sys.stderr)
+        return None
+    folders = ", ".join(sorted({repr(str(root)) for root in roots}))
+    raise UsageError(f"--ckpt_path last: no last.ckpt of {algorithm} in a checkpoints/ folder under {folders}.{listed}")
 
 
 def resolve_ckpt_path(ckpt_path: str, roots: Sequence[Path]) -> str | None:
@@ -193,8 +306,8 @@ def resolve_ckpt_path(ckpt_path: str, roots: Sequence[Path]) -> str | None:
         UsageError: if the path does not exist.
     """
     if ckpt_path == "last":
-        found = [p for root in roots for depth in ("", "*/", "*/*/") for p in root.glob(f"{depth}checkpoints/last*.ckpt")]
-        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+        found = last_checkpoints(roots)
+        return str(found[0]) if found else None
     if not Path(ckpt_path).is_file():
         raise UsageError(f"checkpoint {ckpt_path!r} does not exist; pass the path of a .ckpt file, or --ckpt_path last.")
     return ckpt_path
@@ -214,10 +327,24 @@ def find_checkpoint(given: str) -> str:
     Raises:
         UsageError: if the path does not exist, or there is no last checkpoint.
     """
-    path = resolve_ckpt_path(given, [Path("."), Path(DEFAULT_LOGGER["init_args"]["save_dir"])])
+    path = resolve_ckpt_path(given, [Path("."), Path(RUNS)])
     if path is None:
         raise UsageError("--ckpt_path last: no last.ckpt in a checkpoints/ folder under '.' or 'runs'.")
     return path
+
+
+def load_checkpoint_module(path: str) -> RLModule:
+    """The module of a lightrl checkpoint, or a UsageError in one line (not lightrl's, a module or env that cannot be made)."""
+    if "lightrl" not in read_checkpoint(path):
+        raise UsageError(f"checkpoint {path!r} was not written by a lightrl algorithm (it has no 'lightrl' section); "
+                         "pass a checkpoint from `lightrl fit` or Trainer.fit.")  # fmt: skip
+    try:
+        return load_module(path)
+    except (ValueError, ImportError, AttributeError) as err:  # the algorithm's or the env's module, an env that cannot be made here
+        message = one_line(str(err))
+        if message.startswith("cannot import") and " named " in message and "env_id" not in message:
+            message = f"checkpoint {path!r}: {message}"
+        raise UsageError(message) from None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -244,8 +371,7 @@ def evaluate_main(argv: Sequence[str]) -> None:
     if not given:
         raise UsageError("`lightrl evaluate` needs a checkpoint: pass --ckpt_path PATH (or --ckpt_path last).")
     path = find_checkpoint(given)
-    read_checkpoint(path)
-    module = load_module(path)
+    module = load_checkpoint_module(path)
     mean, std = evaluate(module, num_episodes=args.num_episodes, seed=args.seed, deterministic=not args.stochastic)
     print(f"{type(module).__name__} on {module.hparams.env_id}: return {mean:.2f} +/- {std:.2f} over {args.num_episodes} episodes")
 
@@ -268,14 +394,10 @@ def export_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     output = Path(args.output)
     check_output_path(output)
-    ckpt_path = find_checkpoint(args.ckpt_path)
-    if "lightrl" not in read_checkpoint(ckpt_path):
-        raise UsageError(f"checkpoint {ckpt_path!r} was not written by a lightrl algorithm (it has no 'lightrl' section); "
-                         "pass a checkpoint from `lightrl fit` or Trainer.fit.")  # fmt: skip
+    module = load_checkpoint_module(find_checkpoint(args.ckpt_path))
     try:
-        module = load_module(ckpt_path)
         export(module, output)
-    except (ValueError, ImportError) as err:  # an env that cannot be made here, a missing export dependency
+    except (ValueError, ImportError) as err:  # a space export cannot take, a missing export dependency
         raise UsageError(str(err)) from None
     except OSError as err:
         raise UsageError(f"--output {str(output)!r} cannot be written: {err}") from None
@@ -283,10 +405,92 @@ def export_main(argv: Sequence[str]) -> None:
 
 
 def one_line(message: str) -> str:
-    """The useful part of an error as one line: jsonargparse wraps a model's error in a Union report."""
+    """The useful part of an error as one line: jsonargparse wraps a model's error in a Union report.
+
+    Some of jsonargparse's and Python's messages are put in lightrl's words: an unknown option gets the
+    closest option's name, a missing ``--model`` an example, a module that cannot be imported the fix.
+    """
     message = re.sub(r"\s+", " ", message).strip()
     wrapped = re.search(r"Errors: - (.*?) - Expected a <class 'NoneType'>", message)
-    return wrapped.group(1) if wrapped else message
+    message = wrapped.group(1) if wrapped else message
+    if option := re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", message):
+        return unknown_option(*option.groups())
+    if missing := re.search(r"the following arguments are required: (\w+)\.model\b", message):
+        return (f"`lightrl {missing.group(1)}` needs an algorithm: pass --model with one of {', '.join(ALGORITHMS)} (or the import "
+                f"path of your own, my_package.MyAlgo), or --config; for example `lightrl {missing.group(1)} --model PPO "
+                "--model.env_id CartPole-v1` or `lightrl fit --config experiments/ppo_cartpole.yaml`.")
+    if (module := re.search(r"No module named '([\w.]+)'", message)) and "Run lightrl from the folder" not in message:
+        return unimportable(module.group(1), message)
+    return message
+
+
+def unknown_option(class_path: str, option: str) -> str:
+    """The error for ``--model.<option>`` that the model does not take, naming the closest of its options."""
+    name = class_path.rpartition(".")[2]
+    try:
+        options = model_options(import_class(class_path))
+    except (ImportError, AttributeError):
+        options = []
+    close = difflib.get_close_matches(option, options, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return f"{name} has no option {option!r}{hint} (`lightrl fit --model.help {name}` lists its options)"
+
+
+def unimportable(module: str, message: str) -> str:
+    """The error for a module that cannot be imported: what needed it, and how to make it importable."""
+    top = module.partition(".")[0]
+    if "Environment registration" in message:
+        what = f"module {module!r}, which registers the env (env_id '{module}:...')"
+    elif class_path := re.search(r"class_path '([\w.]+)'", message):
+        what = f"the module of --model {class_path.group(1)}" if not class_path.group(1).startswith("lightrl.") else repr(module)
+    else:
+        what = repr(module)
+    return (f"cannot import {what}: No module named {module!r}. Run lightrl from the folder that holds {top}.py (or the "
+            f"{top}/ package), add that folder to PYTHONPATH, or pip install the package.")
+
+
+def import_class(import_path: str) -> type:
+    """The class at ``module.QualName``."""
+    module, _, name = import_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def model_options(cls: type) -> list[str]:
+    """The ``__init__`` parameters of ``cls`` and of the bases its ``**kwargs`` reach: what ``--model.*`` takes."""
+    options: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        options += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return options
+
+
+def canonical_model_args(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--model ppo`` spelled as lightrl's class (``PPO``); a name that is none of them is a UsageError.
+
+    Names with a dot (an import path, a YAML file) are left to LightningCLI.
+    """
+    args = list(args)
+    by_lower = {name.lower(): name for name in ALGORITHMS}
+    for i, arg in enumerate(args):
+        if arg == "--model" and i + 1 < len(args):
+            index, value = i + 1, args[i + 1]
+        elif arg.startswith("--model="):
+            index, value = i, arg.partition("=")[2]
+        else:
+            continue
+        if "." in value or value.lstrip().startswith(("{", "[")) or value in ALGORITHMS:
+            continue
+        if value.lower() not in by_lower:
+            close = difflib.get_close_matches(value.upper(), ALGORITHMS, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise UsageError(f"--model {value!r} is not a lightrl algorithm: pass one of {', '.join(ALGORITHMS)}, or the import path "
+                             f"of your own RLModule subclass (my_package.MyAlgo).{hint}")  # fmt: skip
+        args[index] = by_lower[value.lower()] if index == i + 1 else f"--model={by_lower[value.lower()]}"
+    return args
 
 
 def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
@@ -297,7 +501,8 @@ def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
         args=args,
         seed_everything_default=False,
         auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=SaveRunConfig,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
         parser_kwargs={
             "exit_on_error": False,
             "prog": "lightrl",
@@ -308,9 +513,22 @@ def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
     )
 
 
+def add_working_directory_to_path() -> None:
+    """Make modules in the current folder importable (``--model.env_id goal:GoalEnv-v0``, ``--model my_algo.MyAlgo``).
+
+    ``python script.py`` puts the script's folder on ``sys.path``; an installed command does not. The folder
+    goes last, so that a file there never shadows an installed or standard module (a ``wandb.py`` or
+    ``copy.py`` lying in the folder); a module of the folder named like an installed one is not found.
+    """
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry) == cwd for entry in sys.path):
+        sys.path.append(cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``lightrl`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    add_working_directory_to_path()
     try:
         if args and args[0] == "evaluate":
             evaluate_main(args[1:])
@@ -318,11 +536,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] == "export":
             export_main(args[1:])
             return
-        run_cli(None if argv is None else args)
+        if argv is None:  # LightningCLI reads sys.argv itself (and DDP processes start with it)
+            sys.argv[1:] = canonical_model_args(args)
+            run_cli()
+        else:
+            run_cli(canonical_model_args(args))
     except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteError as err:
+    except (NonFiniteError, EnvError) as err:
         print(f"lightrl: error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -162,7 +162,7 @@ def local_checkpoint(trainer: L.Trainer) -> dict[str, Any] | None:
     connector = getattr(trainer, "_checkpoint_connector", None)
     if connector is None or not _in(L.__version__, LOCAL_CHECKPOINT_LIGHTNING_VERSIONS):
         return None
-    return connector.dump_checkpoint()
+    return connector.dump_checkpoint(weights_only=False)
 
 
 def compiler_unavailable_reason() -> str | None:

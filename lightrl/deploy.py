@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -146,7 +148,13 @@ def export(module: Any, path: str | Path) -> Path:
     with torch.no_grad():
         program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": dynamic})
     if path.suffix == ".pt2":
-        torch.export.save(program, path, extra_files={"lightrl.json": meta})
+        with warnings.catch_warnings():
+            # orthogonal_ leaves the first layer's weight transposed in memory, which torch's archive writer reports as
+            # an incomplete tensor "when your weights are not on CPU"; the exported weights are on CPU and saved whole.
+            # Making them contiguous would change the matmul's rounding, and the archive would no longer act exactly
+            # as the policy does.
+            warnings.filterwarnings("ignore", message=re.escape("No complete tensor found in the group!"), category=UserWarning)
+            torch.export.save(program, path, extra_files={"lightrl.json": meta})
         return path
     write_onnx(program, path, meta, input_names(wrapper.policy.observation_space))
     return path
@@ -159,7 +167,9 @@ def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inp
         import onnxscript  # noqa: F401
     except ImportError:
         raise ImportError(ONNX_MISSING) from None
-    with quiet_logger("torch.onnx"):  # its registry warns, once per process, about torchvision ops we do not use
+    with quiet_logger("torch.onnx"), warnings.catch_warnings():  # its registry warns, once per process, about torchvision ops we do not use
+        # torch 2.13's exporter copies its own tree specs through a deprecated isinstance check.
+        warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), category=FutureWarning)
         onnx_program = torch.onnx.export(program, input_names=inputs or ["obs"], output_names=["actions"], dynamo=True, verbose=False)
     model = onnx_program.model_proto
     for value in (*model.graph.input, *model.graph.output):  # the exporter names the dynamic dimension s0, s1...

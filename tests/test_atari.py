@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightrl.envs.atari import AreaResize, area_weights, is_atari, make_atari_env, sign_reward, sparse_rows
+from lightrl.envs.atari import AreaResize, EpisodicLife, MaxAndSkip, area_weights, is_atari, make_atari_env, sign_reward, sparse_rows
 from lightrl.nn.cnn import NatureCNN
 
 requires_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py (lightrl[atari])")
@@ -173,3 +173,129 @@ def test_nature_cnn_init():
         assert (layer.bias == 0).all()
         weight = layer.weight.flatten(1)
         torch.testing.assert_close(weight @ weight.T, 2 * torch.eye(weight.shape[0]), atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- ale-py's AtariVectorEnv ("native", the default)
+def python_preset_without_resets(env_id: str) -> gym.Env:
+    """The Python wrappers' preset without its random no-ops and FIRE on reset, which ale-py's C++ does its own way."""
+    env = gym.make(env_id, repeat_action_probability=0.0, frameskip=1, obs_type="grayscale")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env = EpisodicLife(MaxAndSkip(env))
+    env = gym.wrappers.TransformReward(AreaResize(env), sign_reward)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
+@requires_ale
+def test_native_atari_is_the_default_with_the_preset():
+    from lightrl.envs import make_vec_env
+    from lightrl.envs.native import AtariVector
+
+    envs = make_vec_env("ALE/Breakout-v5", 2, seed=1)
+    assert isinstance(envs.unwrapped, AtariVector)
+    assert envs.single_observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert envs.single_action_space == gym.spaces.Discrete(4)
+    obs, _ = envs.reset()
+    assert obs.shape == (2, 4, 84, 84) and not np.array_equal(obs[0, 0], obs[0, -1])  # the first stack is padded with black
+    envs.close()
+    wrapped = make_vec_env("ALE/Breakout-v5", 1, env_kwargs={"render_mode": "rgb_array"})  # not an AtariVectorEnv argument
+    assert isinstance(wrapped.unwrapped, gym.vector.SyncVectorEnv)
+    wrapped.close()
+    with pytest.raises(ValueError, match=r"AtariVectorEnv takes only .*got \['render_mode'\]"):
+        make_vec_env("ALE/Breakout-v5", 1, vectorization="native", env_kwargs={"render_mode": "rgb_array"})
+
+
+@requires_ale
+@pytest.mark.parametrize("game, env_id", [("breakout", "ALE/Breakout-v5"), ("pong", "ALE/Pong-v5")])
+def test_native_atari_frames_match_the_python_preset(monkeypatch, game, env_id):
+    """Same frames (within OpenCV's rounding), rewards and terminations for the same actions, resets aside.
+
+    Without no-ops and FIRE on reset (done differently in C++), the two paths play the same game: the
+    newest frame of every stack within one grey level, whole stacks once the padding is gone, the same
+    clipped rewards, life losses, game over and raw score. After a life loss the Python preset takes a NOOP step in
+    ``reset()``; the native env is given that NOOP as an action.
+    """
+    from lightrl.envs.native import ATARI_PRESET, AtariVector
+
+    monkeypatch.setitem(ATARI_PRESET, "noop_max", 0)
+    monkeypatch.setitem(ATARI_PRESET, "use_fire_reset", False)
+    python = python_preset_without_resets(env_id)
+    native = AtariVector(env_id, 1)
+    py_obs, _ = python.reset(seed=3)
+    nat_obs = native.reset(seed=[3])[0][0]
+    assert np.abs(py_obs[-1].astype(int) - nat_obs[-1]).max() <= 1
+    rng = np.random.default_rng(0)
+    since_reset, life_losses, compared = 0, 0, 0
+    for _ in range(3000):
+        action = int(rng.integers(python.action_space.n))
+        py_obs, py_reward, py_term, py_trunc, py_info = python.step(action)
+        nat, nat_reward, nat_term, nat_trunc, nat_info = native.step(np.array([action]))
+        since_reset += 1
+        assert (py_reward, py_term, py_trunc) == (nat_reward[0], nat_term[0], nat_trunc[0])
+        if "episode" in py_info:  # game over, and the native env was reset in this step
+            # (The last frame differs: ale-py stops the frame skip at game over before it grabs the screen.)
+            assert nat_info["_final_obs"][0] and nat_info["final_info"]["_episode"][0]
+            assert nat_info["final_info"]["episode"]["r"][0] == py_info["episode"]["r"]  # the raw score
+            break
+        nat_obs = nat[0]
+        assert np.abs(py_obs[-1].astype(int) - nat_obs[-1]).max() <= 1
+        if since_reset >= 4:
+            assert np.abs(py_obs.astype(int) - nat_obs).max() <= 1
+            compared += 1
+        if py_term:  # a life lost
+            life_losses += 1
+            np.testing.assert_array_equal(nat_info["final_obs"][0], nat_obs)  # the game goes on from here
+            py_obs, _ = python.reset()
+            nat, *_ = native.step(np.array([0]))
+            assert np.abs(py_obs[-1].astype(int) - nat[0][-1]).max() <= 1
+            since_reset = 0
+    else:
+        pytest.fail(f"{env_id} did not end within 3000 random steps")
+    assert compared > 100
+    assert life_losses == (4 if game == "breakout" else 0)
+    python.close()
+    native.close()
+
+
+@requires_ale
+def test_native_atari_rewards_are_clipped_but_episode_return_is_raw():
+    from lightrl.envs import episode_stats, make_vec_env
+
+    envs = make_vec_env("ALE/SpaceInvaders-v5", 2, seed=0, vectorization="native")
+    envs.action_space.seed(0)
+    envs.reset()
+    clipped, raw, lives_lost = np.zeros(2), [], 0
+    for _ in range(3000):
+        _, rewards, terminated, truncated, infos = envs.step(envs.action_space.sample())
+        assert set(rewards.tolist()) <= {-1.0, 0.0, 1.0}
+        clipped += rewards
+        ids, returns, lengths = episode_stats(infos)
+        lives_lost += int(terminated.sum()) - len(ids)
+        raw += [(clipped[i], r, l) for i, r, l in zip(ids, returns, lengths)]
+        clipped[ids] = 0
+        if len(raw) >= 2:
+            break
+    for points, score, frames in raw:
+        assert score >= 5 * points > 0  # 5 to 30 points per alien
+        assert frames % 4 == 0 and frames > 100
+    assert lives_lost >= 2 * 2  # three lives each: terminated on every life lost, statistics only at game over
+    envs.close()
+
+
+@requires_ale
+def test_native_breakout_fires_after_each_life_lost():
+    """A policy that never fires still plays every life of Breakout: FIRE follows each life lost, as on reset."""
+    from lightrl.envs import episode_stats, make_vec_env
+
+    envs = make_vec_env("ALE/Breakout-v5", 1, seed=0)
+    envs.reset()
+    life_losses = 0
+    for step in range(2000):
+        _, _, terminated, _, infos = envs.step(np.zeros(1, dtype=np.int64))  # NOOP only
+        ids, returns, lengths = episode_stats(infos)
+        if len(ids):
+            break
+        life_losses += int(terminated[0])
+    else:
+        pytest.fail("a NOOP policy stalled Breakout")
+    assert life_losses == 4
+    envs.close()

@@ -52,7 +52,7 @@ def test_usage_errors_are_one_line_without_traceback():
         ("--model.env_id", "NoSuchEnv-v0"): "Unknown env id 'NoSuchEnv-v0'",
         ("--model.num_minibatches", "3"): "num_minibatches (3) must divide num_envs * num_steps (4 * 128 = 512)",
         ("--model.gamma", "1.5"): "gamma must be in (0, 1], got 1.5",
-        ("--model.gama", "0.9"): "Option 'gama' is not accepted",
+        ("--model.gama", "0.9"): "PPO has no option 'gama'; did you mean 'gamma'?",
     }
     for args, expected in cases.items():
         proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--model", "PPO", *args],
@@ -147,11 +147,15 @@ def test_progress_bar_counts_env_steps_with_sps_and_return():
 
     from lightrl.callbacks.progress import EnvStepProgressBar
 
-    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, seed=1)
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1000, seed=1)  # 2 rollouts of 512 env steps
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, max_epochs=-1,
                         callbacks=[TQDMProgressBar()])  # Lightning's default is Rich when rich is installed
     trainer.fit(model)
     bar = trainer.progress_bar_callback
     assert isinstance(bar, EnvStepProgressBar)
-    assert bar.train_progress_bar.total == 1024 and bar.train_progress_bar.n == 1024
+    assert bar.train_progress_bar.total == 1024 and bar.train_progress_bar.n == 1024  # the true count, not the budget
+    assert "rate" not in bar.train_progress_bar.bar_format  # SPS is the one rate shown
+    final = trainer.callback_metrics  # the bar ends on the final figures
+    expected = rf"SPS=\d+, return={float(final['charts/episodic_return']):.1f}, eval={float(final['eval/return_mean']):.1f}"
+    assert re.fullmatch(expected, bar.train_progress_bar.postfix), bar.train_progress_bar.postfix
     assert set(bar.get_metrics(trainer, model)) == {"SPS"}  # envs are closed after fit: no recent returns

@@ -59,9 +59,10 @@ def test_same_seed_same_first_observations():
         envs.close()
     np.testing.assert_array_equal(first[0], first[1])
     assert not np.array_equal(first[0], first[2])
-    # Seeding is by sub-env: rank 1's first env starts like a single-process env seeded 3 + 1 * 4 = 7.
-    envs = make_vec_env("CartPole-v1", 4, seed=3, rank=1)
-    single = make_vec_env("CartPole-v1", 1, seed=7)
+    # With gymnasium's per-env vector envs, seeding is by sub-env: rank 1's first env starts like a single-process
+    # env seeded 3 + 1 * 4 = 7. (A native vector env draws all its sub-envs from one generator, seeded 7 here.)
+    envs = make_vec_env("CartPole-v1", 4, seed=3, rank=1, vectorization="sync")
+    single = make_vec_env("CartPole-v1", 1, seed=7, vectorization="sync")
     np.testing.assert_array_equal(envs.reset()[0][0], single.reset()[0][0])
     envs.close()
     single.close()
@@ -347,3 +348,183 @@ def test_ppo_trains_on_envpool():
     model = lightrl.PPO("CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=64, vectorization="envpool")
     L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(model)
     assert model.env_steps == 1024
+
+
+# ----------------------------------------------------------------------------- vectorization="native" (and "auto")
+def test_auto_uses_the_native_cartpole_unless_wrappers_are_asked_for():
+    from lightrl.envs.native import SameStepCartPole
+
+    envs = make_vec_env("CartPole-v1", 2, seed=1)
+    assert isinstance(envs.unwrapped, SameStepCartPole) and envs.metadata["autoreset_mode"] == AUTORESET_MODE
+    wrapped = make_vec_env("CartPole-v1", 2, seed=1, env_wrappers=[gym.wrappers.FlattenObservation])
+    assert isinstance(wrapped.unwrapped, gym.vector.SyncVectorEnv)
+    assert isinstance(make_vec_env("CartPole-v1", 2, vectorization="sync").unwrapped, gym.vector.SyncVectorEnv)
+    assert isinstance(make_vec_env(COUNTING_ID, 2).unwrapped, gym.vector.SyncVectorEnv)  # no vector_entry_point
+    for e in (envs, wrapped):
+        e.close()
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs, message",
+    [
+        ("CartPole-v1", {"env_wrappers": [gym.wrappers.FlattenObservation]}, "per-env wrappers"),
+        ("CartPole-v1", {"env_kwargs": {"render_mode": "human", "gravity": 3.0}}, r"CartPoleVectorEnv does not take \['gravity'\]"),
+        (COUNTING_ID, {}, "has no vector_entry_point"),
+    ],
+)
+def test_native_refusals_name_the_reason(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=f"vectorization='native' is not available here: .*{message}.*Use vectorization='sync'"):
+        make_vec_env(env_id, 2, vectorization="native", **kwargs)
+    with pytest.raises(ValueError, match="Unknown env id"):
+        make_vec_env(UNKNOWN_ID, 2, vectorization="native")
+
+
+def test_native_cartpole_equals_raw_next_step_stream_with_the_reset_step_folded():
+    """Exact values: the SAME_STEP adapter's stream is CartPoleVectorEnv's NEXT_STEP stream without its reset steps.
+
+    A time limit of 12 steps makes both endings happen: truncations (at 12) and terminations (actions mostly right).
+    """
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    raw = CartPoleVectorEnv(num_envs=1, max_episode_steps=12)
+    envs = make_vec_env("CartPole-v1", 1, seed=5, rank=2, vectorization="native", env_kwargs={"max_episode_steps": 12})
+    np.testing.assert_array_equal(envs.reset()[0], raw.reset(seed=7)[0])  # seed + rank * num_envs
+    episode_return, ends = 0.0, {"terminated": 0, "truncated": 0}
+    for a in (np.random.default_rng(1).random(400) < 0.8).astype(np.int64):  # mostly right: the pole falls within 12 steps
+        raw_obs, raw_reward, raw_term, raw_trunc, _ = raw.step(np.array([a]))
+        obs, reward, term, trunc, infos = envs.step(np.array([a]))
+        assert (reward[0], term[0], trunc[0]) == (raw_reward[0], raw_term[0], raw_trunc[0])
+        episode_return += float(raw_reward[0])
+        if raw_term[0] or raw_trunc[0]:
+            np.testing.assert_array_equal(final_observations(infos)[0], raw_obs[0])  # what a truncation bootstraps from
+            reset_obs, reset_reward, *_ = raw.step(np.array([0]))  # NEXT_STEP: the action is ignored, reward 0
+            assert reset_reward[0] == 0.0
+            np.testing.assert_array_equal(obs[0], reset_obs[0])
+            assert episode_stats(infos)[1].tolist() == [episode_return]
+            episode_return = 0.0
+            ends["terminated" if raw_term[0] else "truncated"] += 1
+        else:
+            np.testing.assert_array_equal(obs[0], raw_obs[0])
+            assert "final_obs" not in infos
+    assert ends["terminated"] >= 5 and ends["truncated"] >= 5, ends
+    envs.close()
+
+
+def test_native_rollout_bootstraps_truncation_and_not_termination():
+    """Exact values: a PPO rollout on the native CartPole stores the env's stream, and GAE bootstraps truncations only."""
+    limit = {"max_episode_steps": 20}  # random play: some episodes end before 20 steps, others are cut there
+    torch.manual_seed(0)  # the untrained policy samples from torch's global generator outside a Trainer
+    model = lightrl.PPO(env_id="CartPole-v1", num_envs=2, num_steps=64, gamma=0.9, gae_lambda=0.8, seed=0, env_kwargs=limit, vectorization="native")
+    model.source = RolloutSource(CollectorSpec("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit), num_steps=64, gamma=0.9, gae_lambda=0.8)
+    batch = model.collect_rollout()
+    buffer = model.rollout
+    model.source.close()
+
+    # Replay the rollout's actions on a fresh env of the same seed: the stream the buffer must hold.
+    replay = make_vec_env("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit)
+    obs = replay.reset()[0]
+    T = 64
+    expected = {key: np.zeros((T, 2)) for key in ("rewards", "terminated", "truncated")}
+    observations, final_obs = [], {}
+    for t in range(T):
+        observations.append(obs)
+        obs, rewards, term, trunc, infos = replay.step(buffer.actions[t].numpy().astype(np.int64))
+        expected["rewards"][t], expected["terminated"][t], expected["truncated"][t] = rewards, term, trunc
+        final_obs.update({(t, i): o for i, o in final_observations(infos).items() if trunc[i]})
+    replay.close()
+    assert torch.equal(buffer.obs, torch.tensor(np.stack(observations)))
+    for key, value in expected.items():
+        assert torch.equal(getattr(buffer, key), torch.tensor(value, dtype=torch.float32)), key
+    assert expected["terminated"].sum() >= 2 and expected["truncated"].sum() >= 2
+    assert [(t, i) for t, i, _ in buffer.truncated_obs] == sorted(final_obs)
+    assert torch.equal(buffer.stacked_truncated_obs(), torch.tensor(np.stack([final_obs[k] for k in sorted(final_obs)])))
+
+    # Successors: V(next stored obs); V(final obs) where truncated; V(obs after the rollout) at the end.
+    with torch.no_grad():
+        value = lambda x: model.agent.get_value(torch.as_tensor(np.asarray(x), dtype=torch.float32)).reshape(-1)
+        next_values = torch.stack([value(observations[t + 1]) if t + 1 < T else value(obs) for t in range(T)])
+        for (t, i), o in final_obs.items():
+            next_values[t, i] = value(o[None])[0]
+    hp = model.hparams
+    advantages = expected_gae(buffer.rewards, buffer.values, next_values, buffer.terminated, buffer.truncated, hp.gamma, hp.gae_lambda)
+    assert_close(batch["advantages"], advantages.reshape(-1))
+    # A terminated step's advantage is r - V(s): nothing is bootstrapped from the reset observation that follows it.
+    t, i = map(int, np.argwhere(expected["terminated"])[0])
+    assert_close(batch["advantages"][t * 2 + i], buffer.rewards[t, i] - buffer.values[t, i])
+
+
+def test_native_cartpole_seeds_differ_per_rank_and_state_round_trips():
+    a = make_vec_env("CartPole-v1", 2, seed=1, rank=0)
+    b = make_vec_env("CartPole-v1", 2, seed=1, rank=1)
+    rows = np.concatenate([a.reset()[0], b.reset()[0]])
+    assert len({tuple(r) for r in rows}) == 4
+    np.testing.assert_array_equal(make_vec_env("CartPole-v1", 2, seed=1, rank=0).reset()[0], rows[:2])
+    actions = np.random.default_rng(0).integers(0, 2, (60, 2))
+    for x in actions[:30]:
+        a.step(x)
+    state = a.get_state()
+    first = [a.step(x) for x in actions[30:]]
+    c = make_vec_env("CartPole-v1", 2, seed=99)
+    c.reset()
+    assert c.set_state(state) is True
+    again = [c.step(x) for x in actions[30:]]
+    for (o1, r1, *_), (o2, r2, *_) in zip(first, again):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+    with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
+        assert make_vec_env("CartPole-v1", 3).set_state(state) is False
+    with pytest.warns(UserWarning, match="the checkpoint holds a native vector env's state"):
+        assert make_vec_env("CartPole-v1", 2, vectorization="sync").set_state(state) is False
+    sync = make_vec_env("CartPole-v1", 2, vectorization="sync")
+    sync.reset()
+    with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
+        assert make_vec_env("CartPole-v1", 2).set_state(sync.get_state()) is False
+
+
+class CountingVectorEnv(gym.vector.VectorEnv):
+    """A native vector env of counters that end (terminated) at 3; SAME_STEP only if asked for."""
+
+    def __init__(self, num_envs: int = 1, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, max_episode_steps=None):
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode(autoreset_mode)}
+
+    def reset(self, *, seed=None, options=None):
+        self.count = np.zeros(self.num_envs, dtype=np.float32)
+        return self.count[:, None].copy(), {}
+
+    def step(self, actions):
+        self.count += 1
+        terminated = self.count >= 3
+        final = self.count[:, None].copy()
+        self.count[terminated] = 0
+        info = {"final_obs": final, "_final_obs": terminated} if terminated.any() else {}
+        return self.count[:, None].copy(), np.ones(self.num_envs), terminated, np.zeros(self.num_envs, dtype=bool), info
+
+
+class NextStepOnlyVectorEnv(CountingVectorEnv):
+    def __init__(self, num_envs: int = 1, max_episode_steps=None):
+        super().__init__(num_envs)
+
+
+gym.register("LightrlTest/NativeCounting-v0", vector_entry_point=CountingVectorEnv)
+gym.register("LightrlTest/NextStepOnly-v0", vector_entry_point=NextStepOnlyVectorEnv)
+
+
+def test_native_takes_an_own_vector_env_in_same_step_mode_and_adds_episode_statistics():
+    envs = make_vec_env("LightrlTest/NativeCounting-v0", 2, vectorization="native")
+    assert envs.metadata["autoreset_mode"] == AUTORESET_MODE
+    envs.reset()
+    for _ in range(2):
+        _, _, terminated, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+        assert not terminated.any() and episode_stats(infos)[0].size == 0
+    obs, _, terminated, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+    assert terminated.all() and obs.ravel().tolist() == [0.0, 0.0]
+    assert {i: o.tolist() for i, o in final_observations(infos).items()} == {0: [3.0], 1: [3.0]}
+    ids, returns, lengths = episode_stats(infos)
+    assert (ids.tolist(), returns.tolist(), lengths.tolist()) == ([0, 1], [3.0, 3.0], [3, 3])
+    with pytest.raises(ValueError, match="vectorization='native': 'LightrlTest/NextStepOnly-v0'.s vector env does not take autoreset_mode=SAME_STEP"):
+        make_vec_env("LightrlTest/NextStepOnly-v0", 2, vectorization="native")

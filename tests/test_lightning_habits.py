@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightrl
+from lightrl.callbacks import RunCheckpoint
 from experiments.resume_check import max_abs_diff
 from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
 from lightrl.evaluation import episode_returns
@@ -90,7 +91,7 @@ def test_the_default_checkpoint_keeps_the_best_evaluation_and_last(tmp_path):
     fit_trainer = trainer(tmp_path, callbacks=[record := RecordEpochs()])
     fit_trainer.fit(lightrl.PPO(**PPO_RUN))
     best, last = fit_trainer.checkpoint_callbacks
-    assert type(best) is type(last) is ModelCheckpoint and best is fit_trainer.checkpoint_callback
+    assert type(best) is type(last) is RunCheckpoint and best is fit_trainer.checkpoint_callback
     assert best.monitor == "eval/return_mean" and best.best_model_score.item() == max(record.eval_returns)
     assert last.best_model_path == str(tmp_path / "checkpoints" / "last.ckpt")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", best.best_model_path.split("/")[-1]])

@@ -17,7 +17,7 @@ from gymnasium.wrappers.utils import RunningMeanStd as GymRunningMeanStd
 
 import lightrl
 from lightrl.data.collector import Collector
-from lightrl.envs.vector import make_vec_env, resolve_wrappers, wrapper_spec
+from lightrl.envs.vector import ObservationShapeCheck, make_vec_env, resolve_wrappers, wrapper_spec
 from lightrl.normalize import EPSILON, ObservationNormalizer, RewardNormalizer, RunningMeanStd
 from tests.conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE, SPACES_ID
 
@@ -163,7 +163,8 @@ def test_env_wrappers_sit_inside_raw_episode_statistics():
 def test_without_env_wrappers_the_statistics_are_gymnasiums_as_before():
     collector = Collector(make_vec_env(COUNTING_ID, 2, seed=0))
     episodes = [e for _ in range(4) for e in collector.step(torch.zeros(2, dtype=torch.int64)).episodes]
-    assert type(collector.envs.unwrapped.envs[0]) is gym.wrappers.RecordEpisodeStatistics
+    outer = collector.envs.unwrapped.envs[0]  # lightrl's shape check of the first observations, around gymnasium's statistics
+    assert type(outer) is ObservationShapeCheck and type(outer.env) is gym.wrappers.RecordEpisodeStatistics
     assert episodes == [(0, *EVEN_EPISODE), (1, *ODD_EPISODE)]
     collector.close()
 

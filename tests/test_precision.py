@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import types
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import lightrl
+from lightrl.nn.cnn import NatureCNN
 
 
 def fit(model, precision: str) -> None:
@@ -37,6 +39,31 @@ def test_bf16_mixed_sac_improves_the_return():
     fit(model, "bf16-mixed")
     after, _ = lightrl.evaluate(model, num_episodes=10)
     assert before < -900 and after >= -500, (before, after)
+
+
+PIXEL_RUNS = {  # a few updates each on Breakout's 4x84x84 frames (ale-py's vector env, the default for Atari ids)
+    "PPO": dict(num_envs=2, num_steps=32, update_epochs=1, num_minibatches=2, total_timesteps=128, eval_episodes=2),
+    "A2C": dict(num_envs=2, num_steps=8, total_timesteps=64, eval_episodes=2),
+    "DQN": dict(num_envs=2, total_timesteps=160, learning_starts=64, buffer_size=256, batch_size=16, train_frequency=4,
+                target_network_frequency=32, hidden_sizes=[64], eval_episodes=2),
+}  # fmt: skip
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py (lightrl[atari])")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("algo", sorted(PIXEL_RUNS))
+def test_bf16_mixed_trains_the_nature_cnn_on_cpu(algo):
+    """Every algorithm that takes pixels (SAC and TD3 take no images) trains its Nature CNN under bf16 autocast on CPU."""
+    model = getattr(lightrl, algo)("ALE/Breakout-v5", seed=1, **PIXEL_RUNS[algo])
+    cnn = next(m for m in model.modules() if isinstance(m, NatureCNN))
+    before = [p.detach().clone() for p in cnn.parameters()]
+    dtypes = set()
+    hook = cnn.register_forward_hook(lambda module, args, out: dtypes.add((torch.is_grad_enabled(), out.dtype)))
+    fit(model, "bf16-mixed")
+    hook.remove()
+    assert (True, torch.bfloat16) in dtypes  # the training forward ran in bf16
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in cnn.parameters())  # fp32 master weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, cnn.parameters()))  # and they were trained
 
 
 def attach_scaler(model: lightrl.RLModule, scaler: torch.amp.GradScaler) -> None:

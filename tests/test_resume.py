@@ -153,7 +153,7 @@ def test_cli_rejects_a_checkpoint_of_another_algorithm_or_env_before_training(pp
 def test_cli_resumes_the_newest_last_checkpoint(tmp_path, capsys, caplog):
     args = [*FIT, "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", "last"]
     main(args)  # nothing to resume yet: a new run, which ends with checkpoints/last.ckpt
-    assert "no last checkpoint found yet" in capsys.readouterr().err
+    assert "no last checkpoint of PPO yet; starting a new run" in capsys.readouterr().err
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["lightrl"]["env_steps"] == 256
     main([*args, "--model.total_timesteps", "512"])

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 import lightrl
 from lightrl.callbacks import EnvStepRichProgressBar
 from lightrl.errors import NonFiniteError
+from quiet_screen import NOISY, NOISY_PY, SPURIOUS
 
 BAD_REWARD_ID = "LightrlTest/BadReward-v0"
 BAD_OBS_ID = "LightrlTest/BadObs-v0"
@@ -99,6 +100,7 @@ def test_sigint_saves_last_checkpoint_and_the_run_resumes_to_its_budget(tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
     assert "SIGINT received; saving a checkpoint after the current update" in err
+    assert "`weights_only` was not set" not in err  # Lightning's notice when save_checkpoint is not told
     last = metrics.parent / "checkpoints" / "last.ckpt"
     stopped_at = torch.load(last, weights_only=True)["lightrl"]["env_steps"]
     assert 0 < stopped_at < budget and f"stopped at env step {stopped_at}" in err
@@ -137,16 +139,26 @@ def test_a_sigkill_loses_at_most_one_epoch_and_the_run_resumes_to_its_budget(tmp
 @pytest.mark.timeout(300)
 def test_make_run_shows_the_run_not_the_dependencies_noise(tmp_path):
     # `make run` with a short budget: W&B offline (the default logger), the Rich bar, the model summary.
+    # Then the same run resumed with a longer budget, which continues in the folder of its checkpoint.
+    (tmp_path / "noisy.py").write_text(NOISY_PY)  # a warning of the user's own, which still shows
     config = Path(__file__).parents[1] / "experiments" / "ppo_cartpole.yaml"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--config", str(config), "--model.total_timesteps", "1024"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    screen = proc.stdout + proc.stderr
-    assert "env steps" in screen and "GPU available" in screen  # the run, and Lightning's own notices
-    for noise in ("💡 Tip", "will override existing callbacks", "deprecated", "DeprecationWarning", "`dataloader_iter`",
-                  "has `__len__` defined", "smaller than the logging interval", "git root"):  # fmt: skip
-        assert noise not in screen, noise
+    for extra in (["--model.total_timesteps", "1000"], ["--model.total_timesteps", "2048", "--ckpt_path", "last"]):
+        proc = subprocess.run([sys.executable, "-m", "lightrl.cli", "fit", "--config", str(config), *NOISY, *extra],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        screen = proc.stdout + proc.stderr
+        assert "env steps" in screen and "GPU available" in screen  # the run, and Lightning's own notices
+        assert "noisy.Noisy: a warning of the user's own" in screen
+        for noise in ("💡 Tip", "deprecated", "DeprecationWarning", "`dataloader_iter`", "has `__len__` defined",
+                      "smaller than the logging interval", "git root", "it/s", *SPURIOUS):  # fmt: skip
+            assert noise not in screen, noise
+        # The bar's last line: the true count (4 rollouts of 256 for a budget of 1000), SPS the one rate.
+        steps = 1024 if "1000" in extra else 2048
+        assert re.search(rf"env steps .* {steps}/{steps} .*SPS: \d+ return:\s+[\d.]+", screen), screen[-2000:]  # Rich may wrap
+    [run] = tmp_path.glob("runs/lightrl/*/checkpoints/last.ckpt")  # one W&B run, resumed
+    assert torch.load(run, weights_only=True)["lightrl"]["env_steps"] == 2048
+    assert (run.parent.parent / "config.yaml").is_file() and not (tmp_path / "runs" / "config.yaml").exists()
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -171,13 +183,14 @@ def test_capture_video_without_moviepy_is_refused_before_any_env(monkeypatch):
 
 
 def test_rich_progress_bar_counts_env_steps(tmp_path):
-    model = lightrl.PPO("CartPole-v1", total_timesteps=1024, num_steps=64)
+    model = lightrl.PPO("CartPole-v1", total_timesteps=1000, num_steps=64)  # 4 rollouts of 256 env steps
     fit_trainer = trainer(tmp_path, enable_progress_bar=True, callbacks=[RichProgressBar()])
     fit_trainer.fit(model)
     bar = fit_trainer.progress_bar_callback
     assert isinstance(bar, EnvStepRichProgressBar)
     task = bar.progress.tasks[bar.train_progress_bar_id]
     assert (task.total, task.completed, task.description) == (1024, 1024, "env steps")
+    assert "ProcessingSpeedColumn" not in {type(c).__name__ for c in bar.progress.columns}  # SPS is the one rate shown
 
 
 # ---------------------------------------------------------------------------------------------- guards
@@ -192,7 +205,8 @@ def test_rich_progress_bar_counts_env_steps(tmp_path):
     ],
     ids=["nan-reward", "inf-observation", "inf-loss"],
 )
-def test_non_finite_data_stops_training_with_a_checkpoint_from_before(tmp_path, env_id, algo, message):
+def test_non_finite_data_stops_training_with_a_checkpoint_from_before(tmp_path, env_id, algo, message, caplog):
+    caplog.set_level("INFO")
     kwargs = dict(num_steps=32) if algo is lightrl.PPO else dict(learning_starts=64, train_frequency=16, gradient_steps=1, batch_size=16)
     model = algo(env_id, total_timesteps=4096, num_envs=2, hidden_sizes=[8], **kwargs)
     with pytest.raises(NonFiniteError, match=message) as error:
@@ -201,6 +215,7 @@ def test_non_finite_data_stops_training_with_a_checkpoint_from_before(tmp_path, 
     restored = algo.load_from_checkpoint(path)
     assert all(torch.isfinite(p).all() for p in restored.parameters())
     assert 0 < torch.load(path, weights_only=True)["lightrl"]["env_steps"] < 4096
+    assert "weights_only" not in caplog.text  # Lightning's notice when save_checkpoint is not told
 
 
 def test_check_env_reports_what_gymnasiums_checker_found():

@@ -23,7 +23,6 @@ from lightrl.algos.resume import RankState, attached_trainer, check_resume, chec
 from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
-from lightrl.callbacks.collector import CloseSourceOnException
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.datasets import evaluation_loader, experience_loader
 from lightrl.data.source import COLLECTOR_MODES, EnvSource
@@ -69,7 +68,9 @@ class RLModule(L.LightningModule):
             sampling RNG (``seed + rank``).
         total_timesteps: Budget in env steps, summed over sub-envs and ranks.
         num_envs: Sub-envs per process.
-        vectorization: ``"sync"`` or ``"async"`` (a process per sub-env, for expensive envs).
+        vectorization: ``"auto"`` (the env's native vector env for CartPole and Atari ids without
+            ``env_wrappers``, else ``"sync"``), ``"native"``, ``"sync"``, ``"async"`` (a process per sub-env, for
+            expensive envs) or ``"envpool"``; see :func:`lightrl.envs.make_vec_env`.
         env_kwargs: Keyword arguments for ``gym.make``.
         timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
             rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
@@ -145,7 +146,7 @@ class RLModule(L.LightningModule):
         seed: int = 1,
         total_timesteps: int = 100_000,
         num_envs: int = 4,
-        vectorization: str = "sync",
+        vectorization: str = "auto",
         env_kwargs: dict[str, Any] | None = None,
         timesteps_per_epoch: int = 20_000,
         eval_episodes: int = 10,
@@ -190,8 +191,8 @@ class RLModule(L.LightningModule):
         require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
                 f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
-        require(not env_wrappers or vectorization != "envpool",
-                "env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")  # fmt: skip
+        require(not env_wrappers or vectorization not in ("envpool", "native"),
+                f"env_wrappers do not apply to vectorization={vectorization!r} (one vector env, no per-env wrappers); use 'sync' or 'async'.")  # fmt: skip
         wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
         #: The resolved ``env_wrappers``: what every env of this module is wrapped with.
         self.env_wrappers = resolve_wrappers(wrappers)
@@ -398,6 +399,10 @@ class RLModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_resume(self, checkpoint)
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.state.fn != "fit":
+            # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
+            checkpoint.pop("callbacks", None)
         self.env_steps = checkpoint["lightrl"]["env_steps"]
         self.rank_state.keep(checkpoint)
         # Checkpoints written before the policies existed keep the acting networks at the top level
@@ -513,4 +518,4 @@ class RLModule(L.LightningModule):
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
         # and before setup() creates any env: Trainer flags that cannot apply are refused here.
         check_trainer_flags(self.trainer, self)
-        return default_callbacks(self) + [CloseSourceOnException()]
+        return default_callbacks(self)

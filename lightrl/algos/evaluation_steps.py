@@ -54,7 +54,12 @@ def evaluate_and_log(module: Any, prefix: str, num_episodes: int, seed: int) -> 
         with isolated_rng():
             returns, lengths = play_episodes(module, mine, seed=seed + 1000 * rank)
         results[:mine] = torch.tensor([returns, lengths], dtype=torch.float64).T
-    gathered = module.all_gather(results).reshape(-1, 2)
+    if world > 1 and torch.distributed.is_initialized():
+        # torch.distributed's list all_gather: LightningModule.all_gather goes through a deprecated torch function.
+        parts = [torch.empty_like(results) for _ in range(world)]
+        torch.distributed.all_gather(parts, results)
+        results = torch.cat(parts)
+    gathered = results.reshape(-1, 2)
     gathered = gathered[~gathered[:, 0].isnan()]
     returns, lengths = gathered[:, 0], gathered[:, 1]
     metrics = {

@@ -177,7 +177,7 @@ def save_local_checkpoint(module: Any, filename: str) -> str | None:
     rank = trainer.global_rank
     path = os.path.join(checkpoint_dir(trainer), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
     if trainer.world_size == 1:
-        trainer.save_checkpoint(path)  # its only collective, a barrier, does nothing in one process
+        trainer.save_checkpoint(path, weights_only=False)  # its only collective, a barrier, does nothing in one process
         return path
     module.rank_state.local_only = True
     try:

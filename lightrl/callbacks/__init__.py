@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+import warnings
+from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightrl.callbacks.collector import CloseSourceOnException
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
 from lightrl.callbacks.progress import EnvStepProgressBar, EnvStepRichProgressBar
 
-__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoints"]
+__all__ = ["EnvStepProgressBar", "EnvStepRichProgressBar", "RunCheckpoint", "SaveOnInterrupt", "TrainingInterrupted", "default_callbacks", "default_checkpoints"]
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that does not warn that its folder "exists and is not empty" when the run resumes from it.
+
+    A resumed run continues in the folder of the checkpoint it resumes from, which is therefore never empty;
+    a new run in a folder with checkpoints still gets Lightning's warning. Lightning warns in ``setup``,
+    before the Trainer tells whether it resumes; the warning is therefore held until ``on_fit_start``.
+    """
+
+    NOT_EMPTY = "Checkpoint directory {} exists and is not empty."
+    held_warning = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Lightning's setup, with its warning about a non-empty folder held until ``on_fit_start``."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty\.$", category=UserWarning)
+            super().setup(trainer, pl_module, stage)
+        folder = Path(self.dirpath) if self.dirpath else None
+        self.held_warning = stage == "fit" and self.save_top_k != 0 and folder is not None and folder.is_dir() and any(folder.iterdir())
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Lightning's warning about a non-empty folder, unless the run resumes."""
+        if self.held_warning and trainer.ckpt_path is None:
+            rank_zero_warn(self.NOT_EMPTY.format(self.dirpath))
 
 
 def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
-    """The plain ``ModelCheckpoint`` callbacks lightrl uses in place of Lightning's default one.
+    """The ``ModelCheckpoint`` callbacks (:class:`RunCheckpoint`) lightrl uses in place of Lightning's default one.
 
     - With validation, the best checkpoint by ``eval/return_mean``, as ``best-step=<env step>.ckpt``
       (first, so that it is ``trainer.checkpoint_callback``).
@@ -24,10 +54,10 @@ def default_checkpoints(validation: bool = True) -> list[ModelCheckpoint]:
     Args:
         validation: Whether the run validates (``Trainer(limit_val_batches)`` is not 0).
     """
-    last = ModelCheckpoint(filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
+    last = RunCheckpoint(filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
     if not validation:
         return [last]
-    best = ModelCheckpoint(monitor="eval/return_mean", mode="max", filename="best-{step}", save_on_train_epoch_end=True)
+    best = RunCheckpoint(monitor="eval/return_mean", mode="max", filename="best-{step}", save_on_train_epoch_end=True)
     return [best, last]
 
 
@@ -49,7 +79,8 @@ def default_callbacks(module) -> list[Callback]:
     - Lightning's TQDM or Rich bar becomes its env-step version.
     - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoints`' two (the best by
       ``eval/return_mean``, and ``last.ckpt`` every epoch). A ``ModelCheckpoint`` configured by you is kept as it is.
-    - :class:`SaveOnInterrupt`, unless the Trainer already has one.
+    - :class:`SaveOnInterrupt` and :class:`~lightrl.callbacks.collector.CloseSourceOnException`, unless the
+      Trainer already has them (a Trainer used for a second ``fit`` keeps the first one's).
     """
     trainer = module.trainer
     present = trainer.callbacks
@@ -62,6 +93,7 @@ def default_callbacks(module) -> list[Callback]:
     checkpoints = [c for c in present if isinstance(c, ModelCheckpoint)]
     if len(checkpoints) == 1 and is_default_checkpoint(checkpoints[0]):
         callbacks.extend(default_checkpoints(validation=trainer.limit_val_batches != 0))
-    if not any(isinstance(c, SaveOnInterrupt) for c in present):
-        callbacks.append(SaveOnInterrupt())
+    for kind in (SaveOnInterrupt, CloseSourceOnException):  # a Trainer used again keeps those of its first run
+        if not any(isinstance(c, kind) for c in present):
+            callbacks.append(kind())
     return callbacks

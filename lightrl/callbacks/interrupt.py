@@ -57,7 +57,7 @@ class SaveOnInterrupt(Callback):
             return
         signum = self.received or signal.SIGTERM
         self.checkpoint_path = f"{checkpoint_dir(trainer)}/last.ckpt"
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # the whole state, to resume from
         if trainer.is_global_zero:
             print(f"lightrl: stopped at env step {pl_module.env_steps}; checkpoint saved to {self.checkpoint_path}. "
                   "Resume with --ckpt_path last (or this path).", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
+from lightrl.envs.autoreset import AUTORESET_MODE, EpisodeCounter, same_step_info, warn_env_state_lost
 
 MISSING = "vectorization='envpool' needs the envpool package: pip install 'lightrl[envpool]'"
 
@@ -62,37 +62,26 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.action_space.seed(seed)
         self.metadata = {"autoreset_mode": AUTORESET_MODE}
-        self._returns = np.zeros(num_envs, dtype=np.float64)
-        self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self.episodes = EpisodeCounter(num_envs)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             raise ValueError("EnvPoolVectorEnv is seeded when it is made (make_vec_env's seed and rank).")
-        self._returns[:] = 0
-        self._lengths[:] = 0
+        self.episodes.reset()
         obs, _ = self.pool.reset()
         return obs, {}
 
     def step(self, actions: np.ndarray):
         obs, rewards, terminated, truncated, _ = self.pool.step(np.asarray(actions))
-        self._returns += rewards
-        self._lengths += 1
         done = np.logical_or(terminated, truncated)
+        final_info = self.episodes.step(rewards, done)
         infos: dict[str, Any] = {}
-        if done.any():
+        if final_info is not None:
             ids = np.flatnonzero(done)
             final_obs = obs.copy()
             obs = obs.copy()
             obs[ids] = self.pool.reset(ids.astype(np.int32))[0]
-            episode = {"r": np.where(done, self._returns, 0.0), "l": np.where(done, self._lengths, 0)}
-            infos = {
-                "final_obs": final_obs,
-                "_final_obs": done,
-                "final_info": {"episode": episode, "_episode": done},
-                "_final_info": done,
-            }
-            self._returns[done] = 0
-            self._lengths[done] = 0
+            infos = same_step_info(final_obs, done, final_info)
         return obs, rewards.astype(np.float64), terminated, truncated, infos
 
     def get_state(self) -> dict[str, Any]:

@@ -15,12 +15,14 @@ import numpy as np
 from lightrl.envs.atari import is_atari, make_atari_env
 from lightrl.envs.autoreset import AUTORESET_MODE, warn_env_state_lost
 from lightrl.envs.envpool_env import EnvPoolVectorEnv
+from lightrl.envs.native import native_factory
+from lightrl.errors import EnvError
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 #: An ``env_wrappers`` entry: ``{"class_path": ..., "init_args": {...}}`` or a class path alone (YAML, CLI), or an
 #: importable callable (Python).
 WrapperSpec = Union[dict[str, Any], str, EnvWrapper]
-VECTORIZATIONS = ("sync", "async", "envpool")
+VECTORIZATIONS = ("auto", "native", "sync", "async", "envpool")
 
 
 def wrapper_spec(entry: WrapperSpec, index: int = 0) -> dict[str, Any]:
@@ -116,6 +118,59 @@ class RawEpisodeStatistics(gym.wrappers.RecordEpisodeStatistics):
         return obs, reward, terminated, truncated, info
 
 
+def shape_mismatch(space: gym.Space, obs: Any) -> str | None:
+    """What is wrong with the shape of ``obs`` for ``space`` (``None`` if nothing; spaces without a fixed shape are not checked)."""
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(obs, dict):
+            return f"a {type(obs).__name__}, not a dict"
+        for key, part in space.spaces.items():
+            problem = "no such key" if key not in obs else shape_mismatch(part, obs[key])
+            if problem:
+                return f"{problem} in its {key!r} part"
+        return None
+    if isinstance(space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        shape = np.shape(obs)
+        return None if shape == space.shape else f"shape {shape}"
+    return None
+
+
+class ObservationShapeCheck(gym.Wrapper):
+    """The outermost wrapper: checks the shape of the observations of the first ``reset()`` and ``step()``.
+
+    A wrong shape would otherwise end in numpy's "Output array is the wrong shape" inside the vector env.
+
+    Raises:
+        EnvError: naming the env, its observation space and the observation's shape.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+        self.checks_left = 2  # the first reset and the first step
+
+    def check(self, obs: Any, method: str) -> None:
+        """Raise :class:`~lightrl.errors.EnvError` if ``obs``, returned by ``method``, does not have the space's shape."""
+        self.checks_left -= 1
+        problem = shape_mismatch(self.observation_space, obs)
+        if problem:
+            raise EnvError(
+                f"env {self.env_id!r} returned an observation of {problem} from {method}(), but its observation_space is "
+                f"{self.observation_space}. Make reset() and step() return observations of that space, or declare the space they have."
+            )
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        if self.checks_left:
+            self.check(obs, "reset")
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.checks_left:
+            self.check(obs, "step")
+        return obs, reward, terminated, truncated, info
+
+
 def env_seeds(seed: int, num_envs: int, rank: int = 0) -> list[int]:
     """Seeds of the sub-envs of one process: distinct across sub-envs and across DDP ranks.
 
@@ -137,7 +192,8 @@ def make_env(
 
     From the inside out: the env, ``env_wrappers``, episode statistics (of the env's raw rewards, ending
     where the wrappers end episodes), then ``wrappers``. An Atari id gets its preset first, whose
-    statistics count the raw game score; ``env_wrappers`` go around it.
+    statistics count the raw game score; ``env_wrappers`` go around it. The first observations of
+    ``reset()`` and ``step()`` are checked against the observation space (:class:`ObservationShapeCheck`).
 
     Raises:
         ValueError: if ``env_id`` is not a registered gymnasium id.
@@ -161,7 +217,7 @@ def make_env(
         raise
     for wrapper in wrappers:
         env = wrapper(env)
-    return env
+    return ObservationShapeCheck(env, env_id)
 
 
 def make_vec_env(
@@ -169,7 +225,7 @@ def make_vec_env(
     num_envs: int = 1,
     seed: int = 0,
     rank: int = 0,
-    vectorization: str = "sync",
+    vectorization: str = "auto",
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[EnvWrapper] = (),
     env_wrappers: Sequence[EnvWrapper] = (),
@@ -178,7 +234,7 @@ def make_vec_env(
 
     Sub-env ``i`` of DDP rank ``rank`` is seeded with ``seed + rank * num_envs + i`` on the first
     ``reset()``, so every sub-env on every rank has its own stream, and a run is reproducible for a
-    given seed. Finished episodes report ``{"r", "l"}`` in ``info["final_info"]["episode"]``; use
+    given seed. (A native CartPole draws all its sub-envs from one generator, seeded ``seed + rank * num_envs``.) Finished episodes report ``{"r", "l"}`` in ``info["final_info"]["episode"]``; use
     :func:`episode_stats` to read them.
 
     Args:
@@ -186,8 +242,11 @@ def make_vec_env(
         num_envs: Number of sub-envs in this process.
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
-        vectorization: ``"sync"`` (one process; fastest for cheap envs), ``"async"`` (a process per sub-env)
-            or ``"envpool"`` (EnvPool's C++ envs, for the ids it provides; wrappers do not apply).
+        vectorization: ``"auto"`` (``"native"`` for CartPole and Atari ids without per-env wrappers, else
+            ``"sync"``), ``"native"`` (the env's own vector env, stepping all sub-envs in one call: numpy for
+            CartPole, ale-py's C++ threads for Atari; see :mod:`lightrl.envs.native`), ``"sync"`` (one process,
+            a Python loop over the sub-envs), ``"async"`` (a process per sub-env) or ``"envpool"`` (EnvPool's
+            C++ envs, for the ids it provides). Wrappers apply to ``"sync"`` and ``"async"`` only.
         env_kwargs: Keyword arguments for ``gym.make``.
         wrappers: Extra per-env wrappers, applied outside lightrl's episode statistics (e.g. video recording).
         env_wrappers: The user's per-env wrappers, applied inside the episode statistics, which still
@@ -206,9 +265,17 @@ def make_vec_env(
         if env_wrappers:
             raise ValueError("env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
+    if vectorization in ("auto", "native"):
+        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), known_only=vectorization == "auto")
+        if factory is not None:
+            return SeededVectorEnv(factory(num_envs), env_seeds(seed, num_envs, rank))
+        if vectorization == "native":
+            if env_id not in gym.envs.registry:
+                make_env(env_id, env_kwargs).close()  # raises lightrl's error for an unknown id
+            raise ValueError(f"vectorization='native' is not available here: {reason}. Use vectorization='sync'.")
     make_env(env_id, env_kwargs, wrappers, env_wrappers).close()  # fail here, in this process, on a bad id
     fns = [lambda: make_env(env_id, env_kwargs, wrappers, env_wrappers) for _ in range(num_envs)]
-    vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    vector_cls = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     envs = vector_cls(fns, autoreset_mode=AUTORESET_MODE)
     return SeededVectorEnv(envs, env_seeds(seed, num_envs, rank))
 
@@ -218,7 +285,7 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
 
     For a synchronous vector env, :meth:`get_state` and :meth:`set_state` capture and restore every
     sub-env (with its wrappers, RNG and episode in progress), which is what lets a resumed run continue
-    the same episodes.
+    the same episodes. A native vector env with a ``get_state``/``set_state`` of its own (CartPole's) saves itself.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, seeds: list[int]):
@@ -237,7 +304,11 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         """
         vector = self.env.unwrapped
         if not isinstance(vector, gym.vector.SyncVectorEnv):
-            return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+            native = getattr(vector, "get_state", None)  # a native vector env that can save itself (SameStepCartPole)
+            if native is None:
+                return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
+            state = native()
+            return state if "error" in state else {**state, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)}
         rebuilt = [type(env.unwrapped).__name__ for env in vector.envs if isinstance(env.unwrapped, gym.utils.EzPickle)]
         if rebuilt:  # e.g. every MuJoCo env: its pickle would restore a fresh simulation, not the episode in progress
             return {"error": f"{rebuilt[0]} pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
@@ -254,16 +325,25 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         Without a state the sub-envs are reset on the next step, with seeds that differ from the run's
         first ones so that the resumed run does not replay its first episodes.
         """
-        if "envs" in state:
-            vector = self.env.unwrapped
+        vector = self.env.unwrapped
+        if "envs" in state and not isinstance(vector, gym.vector.SyncVectorEnv):
+            if getattr(vector, "set_state", None) is not None and vector.set_state(state):
+                self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
+                self._seeded = True
+                return True
+            reason = f"{type(vector).__name__} cannot restore this state (saved with another vectorization or number of sub-envs?)"
+        elif "envs" in state:
             envs = pickle.loads(state["envs"])
-            if len(envs) == len(vector.envs):
+            if isinstance(envs, list) and len(envs) == len(vector.envs):
                 vector.close_extras()
                 vector.envs = envs
                 self.env.action_space.np_random.bit_generator.state = pickle.loads(state["action_space"])
                 self._seeded = True
                 return True
-            reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+            if isinstance(envs, list):
+                reason = f"the checkpoint has {len(envs)} sub-envs, this run {len(vector.envs)}"
+            else:
+                reason = "the checkpoint holds a native vector env's state; this run uses vectorization='sync'"
         else:
             reason = state.get("error", "the checkpoint has no env state")
         warn_env_state_lost(reason)
