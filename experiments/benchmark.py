@@ -156,8 +156,8 @@ def episode_recorder():
             self.vector_steps = 0
 
         def on_train_start(self, trainer, pl_module):
-            collector, step = pl_module.collector, pl_module.collector.step
-            per_step = pl_module.steps_per_env_step
+            collector, step = pl_module.source.collector, pl_module.source.collector.step
+            per_step = pl_module.source.spec.steps_per_env_step
 
             def recording_step(actions):
                 result = step(actions)

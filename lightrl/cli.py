@@ -37,6 +37,7 @@ from lightrl.algos.base import RLModule
 from lightrl.algos.resume import check_class, check_resume
 from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
 from lightrl.checkpoint_io import CheckpointWriteError, previous_version
+from lightrl.compat import CkptPathHook
 from lightrl.deploy import FORMATS, export
 from lightrl.errors import EnvError, EnvWorkerDied, NonFiniteError
 from lightrl.evaluation import evaluate
@@ -109,7 +110,7 @@ class SaveRunConfig(SaveConfigCallback):
         self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none)
 
 
-class LightRLCLI(LightningCLI):
+class LightRLCLI(CkptPathHook, LightningCLI):
     """LightningCLI over every :class:`~lightrl.algos.base.RLModule`, with lightrl's Trainer defaults.
 
     Defaults: W&B logging (offline without an account), ``max_epochs=-1`` (the env-step budget ends
@@ -123,7 +124,7 @@ class LightRLCLI(LightningCLI):
         self.argv = list(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_ckpt_path(self) -> None:
         # Replaces LightningCLI's version, which loads the checkpoint's hyperparameters over the command line's
         # and fails obscurely on a checkpoint of another algorithm.
         self.resume_checkpoint = None

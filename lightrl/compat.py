@@ -14,6 +14,11 @@ What is here, and why:
   outside :data:`LOCAL_CHECKPOINT_LIGHTNING_VERSIONS` it returns None and the guard says so.
 - :func:`compiler_unavailable_reason` and :func:`is_compiler_error`: torch has no public way to ask
   whether TorchDynamo supports this Python, nor a public base class of its errors.
+- :class:`CkptPathHook`: LightningCLI reads ``--ckpt_path`` in its private ``_parse_ckpt_path`` (it loads
+  the checkpoint's hyperparameters over the command line's), between parsing and instantiating, and has
+  no public hook there. The mixin routes that call to a public :meth:`CkptPathHook.parse_ckpt_path`,
+  which lightrl's CLI implements; checked on :data:`CLI_CKPT_PATH_LIGHTNING_VERSIONS` (a test fails on
+  a Lightning that no longer makes the call).
 
 To upgrade torch or Lightning: run ``pytest tests/test_compat.py tests/test_optim.py tests/test_run_safety.py``
 on the new version, then widen the version range (or leave it: the fallbacks are correct, just slower or
@@ -33,6 +38,8 @@ from torch.optim import optimizer as torch_optimizer
 FUSED_ADAM_TORCH_VERSIONS = ("2.13", "2.14")
 #: ``[lowest, highest)`` Lightning versions whose checkpoint connector :func:`local_checkpoint` was checked on.
 LOCAL_CHECKPOINT_LIGHTNING_VERSIONS = ("2.6", "2.7")
+#: ``[lowest, highest)`` Lightning versions whose ``LightningCLI.__init__`` calls ``_parse_ckpt_path()``, see :class:`CkptPathHook`.
+CLI_CKPT_PATH_LIGHTNING_VERSIONS = ("2.6", "2.7")
 
 
 def _in(version: str, versions: tuple[str, str]) -> bool:
@@ -175,3 +182,17 @@ def is_compiler_error(err: BaseException) -> bool:
 
     base = getattr(getattr(torch._dynamo, "exc", None), "TorchDynamoException", None)
     return base is not None and isinstance(err, base)
+
+
+class CkptPathHook:
+    """Mixin for a ``LightningCLI`` subclass: its :meth:`parse_ckpt_path` replaces LightningCLI's reading of ``--ckpt_path``.
+
+    LightningCLI calls the private ``_parse_ckpt_path()`` after parsing the arguments and before it
+    instantiates the classes; this mixin's version calls :meth:`parse_ckpt_path` instead.
+    """
+
+    def parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` from ``self.config`` (override this)."""
+
+    def _parse_ckpt_path(self) -> None:
+        self.parse_ckpt_path()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import lightning as L
 import torch
@@ -58,3 +60,43 @@ def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> float:
         for grad in grads:
             grad.mul_(scale)
     return norm
+
+
+@dataclass
+class OptimizerIteration:
+    """Set when an :func:`scaler_iteration` block ends: did the grad scaler skip a step?"""
+
+    skipped: bool = False
+
+
+@contextmanager
+def scaler_iteration(scaler: torch.amp.GradScaler | None) -> Iterator[OptimizerIteration]:
+    """One step of each optimizer, with the AMP grad ``scaler`` updated once, at the end.
+
+    Lightning's ``16-mixed`` plugin calls ``scaler.update()`` after every ``optimizer.step()``. With
+    several optimizers (SAC's critic, actor and alpha) that would change the scale between the steps
+    of one iteration. Inside this block the update waits until all of them have stepped. Afterwards
+    ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients). Without a grad
+    scaler (32-true, bf16-mixed) it does nothing and ``skipped`` stays False.
+    """
+    iteration = OptimizerIteration()
+    if scaler is None or not scaler.is_enabled():
+        yield iteration
+        return
+    scale = scaler.get_scale()
+    scaler.update = lambda new_scale=None: None  # shadows the method until the iteration is over
+    try:
+        yield iteration
+    finally:
+        del scaler.update
+        scaler.update()
+    iteration.skipped = scaler.get_scale() < scale
+
+
+def grad_scaler(module: L.LightningModule) -> torch.amp.GradScaler | None:
+    """The AMP grad scaler of ``module``'s Trainer (``16-mixed``), or None (no scaler, or no Trainer)."""
+    try:
+        plugin = module.trainer.precision_plugin
+    except RuntimeError:  # not attached to a Trainer
+        return None
+    return getattr(plugin, "scaler", None)

@@ -39,3 +39,21 @@ def isolated_rng() -> Iterator[None]:
         yield
     finally:
         set_rng_state(state)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from the torch RNG seeded with ``seed`` alone, and leave the global one as it was.
+
+    Networks are built inside it, so that every DDP rank starts from the same weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def seed_all(seed: int) -> None:
+    """Seed the global python, numpy and torch RNGs (a process's collection and sampling draws)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

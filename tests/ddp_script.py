@@ -41,7 +41,7 @@ class RecordRank(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.first_obs is None:
-            self.first_obs = pl_module.collector.obs.tolist()
+            self.first_obs = pl_module.source.collector.obs.tolist()
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
@@ -49,7 +49,7 @@ class RecordRank(L.Callback):
             self.validations.append((metrics["eval/return_mean"].item(), metrics["eval/episodes"].item()))
 
     def on_train_end(self, trainer, pl_module):
-        self.episodes = len(pl_module.collector.recent_returns)
+        self.episodes = len(pl_module.source.recent_returns)
 
 
 def main() -> None:

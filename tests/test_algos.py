@@ -55,7 +55,7 @@ def test_same_seed_same_parameters():
     # Trainer state of the default recipe (4 envs x 128 steps, 4 epochs x 4 minibatches): 4 iterations.
     assert first.env_steps == 2048
     assert trainer.global_step == 4 * 4 * 4
-    assert first.collector is None  # envs are closed at teardown
+    assert first.source.closed  # envs are closed at teardown
 
 
 # ----------------------------------------------------------------------------- (b) trainer state

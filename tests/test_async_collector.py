@@ -28,7 +28,7 @@ class KeepProcess(Callback):
         self.returns_logged = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.process = pl_module.collector.process
+        self.process = pl_module.source.actor.process
         if "charts/episodic_return" in trainer.callback_metrics:
             self.returns_logged += 1
 
@@ -41,7 +41,7 @@ def test_async_ppo_runs_to_budget_and_logs_returns():
     assert trainer.global_step == 8 * 4 * 4  # 8 rollouts, 4 epochs of 4 minibatches
     assert keep.returns_logged > 0
     assert not keep.process.is_alive() and keep.process.exitcode is not None
-    assert model.collector is None
+    assert model.source.closed
 
 
 def test_async_dqn_stores_every_transition_and_matches_sync_warmup():
@@ -82,7 +82,7 @@ class Boom(Callback):
         self.process = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.process = pl_module.collector.process
+        self.process = pl_module.source.actor.process
         raise RuntimeError("boom")
 
 
@@ -168,7 +168,7 @@ def test_resumed_async_actor_acts_with_the_restored_weights(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             # Callbacks run before the module's hook, which publishes this batch's update.
             if not shared:
-                shared.append({k: v.clone() for k, v in pl_module.collector.shared_policies[0].q_network.state_dict().items()})
+                shared.append({k: v.clone() for k, v in pl_module.source.actor.shared_policies[0].q_network.state_dict().items()})
 
     with pytest.warns(UserWarning, match="keeps its envs in the actor process"):
         fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"), callbacks=[Peek()])
@@ -179,14 +179,17 @@ def test_resumed_async_actor_acts_with_the_restored_weights(tmp_path):
 def test_the_actor_process_gets_a_policy_copy_and_the_experience_never_the_module():
     import lightning.pytorch as pl
 
-    from lightrl.data.async_collector import AsyncCollector
+    from lightrl.data.async_actor import AsyncActor
     from lightrl.data.collector import CollectorSpec
+    from lightrl.data.replay_source import ReplaySource
     from lightrl.policies import Policy
 
     model = DQN("CartPole-v1", learning_starts=100, hidden_sizes=[16])
     model.policy.exploration.reseed(11)
     spec = CollectorSpec("CartPole-v1", num_envs=1, seed=1, total_timesteps=1000)
-    collector = AsyncCollector(spec, model.policy, model.experience)
+    source = ReplaySource(spec, buffer_size=100, batch_size=8, gamma=0.99, n_step=1, train_frequency=10, collector="async")
+    collector = source.actor
+    assert isinstance(collector, AsyncActor) and source.collector is None  # no envs in this process
     started = []
 
     class NoProcess:  # records what the actor would be started with

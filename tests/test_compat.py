@@ -126,3 +126,23 @@ def test_checkpoint_keeps_the_wandb_run_id_without_starting_a_run(tmp_path, monk
     assert wandb_run_id(trainer) == "abc123"
     assert wandb.run is None  # asking did not start one
     assert wandb_run_id(L.Trainer(logger=False)) is None
+
+
+def test_lightning_cli_reads_ckpt_path_through_the_call_ckpt_path_hook_replaces():
+    """LightningCLI.__init__ calls _parse_ckpt_path() between parsing and instantiating: lightrl's CLI relies on it."""
+    import inspect
+
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightrl.cli import LightRLCLI
+    from lightrl.compat import CLI_CKPT_PATH_LIGHTNING_VERSIONS, _in
+
+    source = inspect.getsource(LightningCLI.__init__)
+    assert "self._parse_ckpt_path()" in source
+    assert source.index("self.parse_arguments(") < source.index("self._parse_ckpt_path()") < source.index("self.instantiate_classes()")
+    assert _in(L.__version__, CLI_CKPT_PATH_LIGHTNING_VERSIONS)
+    calls = []
+    cli = LightRLCLI.__new__(LightRLCLI)
+    cli.parse_ckpt_path = lambda: calls.append("lightrl")
+    cli._parse_ckpt_path()
+    assert calls == ["lightrl"]

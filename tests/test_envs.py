@@ -13,7 +13,8 @@ from conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE
 from torch.testing import assert_close
 
 import lightrl
-from lightrl.data import Collector
+from lightrl.data.collector import CollectorSpec
+from lightrl.data.rollout_source import RolloutSource
 from lightrl.envs import AUTORESET_MODE, env_seeds, episode_stats, final_observations, make_vec_env
 from lightrl.losses import gae
 
@@ -72,11 +73,11 @@ def test_same_seed_same_first_observations():
 
 @pytest.fixture
 def counting_ppo():
-    """PPO whose collector steps two CountingEnvs: sub-env 0 terminates at step 3, sub-env 1 is truncated at step 4."""
+    """PPO whose rollout source steps two CountingEnvs: sub-env 0 terminates at step 3, sub-env 1 is truncated at step 4."""
     model = lightrl.PPO(env_id=COUNTING_ID, num_envs=2, num_steps=6, gamma=0.9, gae_lambda=0.8, seed=0)
-    model.collector = Collector(make_vec_env(COUNTING_ID, 2, seed=0))
+    model.source = RolloutSource(CollectorSpec(COUNTING_ID, num_envs=2, seed=0), num_steps=6, gamma=0.9, gae_lambda=0.8)
     yield model
-    model.collector.close()
+    model.source.close()
 
 
 def values_of(model, counts) -> torch.Tensor:
@@ -118,7 +119,7 @@ def test_rollout_buffer_contents_across_resets(counting_ppo):
     assert [(t, i) for t, i, _ in buffer.truncated_obs] == [(3, 1)]
     assert torch.equal(buffer.stacked_truncated_obs(), torch.tensor([[4.0]]))
     # The env moved on: sub-env 0 was reset by its last step, sub-env 1 is at count 2.
-    assert torch.equal(model.collector.obs, torch.tensor([[0.0], [2.0]]))
+    assert torch.equal(model.source.collector.obs, torch.tensor([[0.0], [2.0]]))
     # Stored values are V(obs) under the collecting policy, and actions are valid.
     assert_close(buffer.values, values_of(model, buffer.obs.reshape(-1).tolist()).reshape(6, 2))
     assert set(buffer.actions.unique().tolist()) <= {0, 1}
@@ -169,9 +170,9 @@ def test_second_rollout_continues_the_episodes(counting_ppo):
     # The first rollout's truncation is forgotten; both of this rollout's end in [4].
     assert [(t, i) for t, i, _ in buffer.truncated_obs] == [(1, 1), (5, 1)]
     assert torch.equal(buffer.stacked_truncated_obs(), torch.tensor([[4.0], [4.0]]))
-    assert torch.equal(model.collector.obs, torch.tensor([[0.0], [0.0]]))
+    assert torch.equal(model.source.collector.obs, torch.tensor([[0.0], [0.0]]))
     # Episodes finished over both rollouts: sub-env 0 four times (t = 2, 5, 8, 11), sub-env 1 three times (t = 3, 7, 11).
-    returns, lengths = model.collector.pop_finished_episodes()
+    returns, lengths = model.source.pop_finished_episodes()
     assert sorted(zip(returns, lengths)) == sorted([EVEN_EPISODE] * 4 + [ODD_EPISODE] * 3)
 
 
@@ -414,10 +415,10 @@ def test_native_rollout_bootstraps_truncation_and_not_termination():
     limit = {"max_episode_steps": 20}  # random play: some episodes end before 20 steps, others are cut there
     torch.manual_seed(0)  # the untrained policy samples from torch's global generator outside a Trainer
     model = lightrl.PPO(env_id="CartPole-v1", num_envs=2, num_steps=64, gamma=0.9, gae_lambda=0.8, seed=0, env_kwargs=limit, vectorization="native")
-    model.collector = Collector(make_vec_env("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit))
+    model.source = RolloutSource(CollectorSpec("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit), num_steps=64, gamma=0.9, gae_lambda=0.8)
     batch = model.collect_rollout()
     buffer = model.rollout
-    model.collector.close()
+    model.source.close()
 
     # Replay the rollout's actions on a fresh env of the same seed: the stream the buffer must hold.
     replay = make_vec_env("CartPole-v1", 2, seed=0, vectorization="native", env_kwargs=limit)

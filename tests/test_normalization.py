@@ -64,7 +64,7 @@ class KeepReturns(L.Callback):
     """Keeps the returns of the last 100 training episodes, as the collector counted them."""
 
     def on_train_end(self, trainer, pl_module):
-        self.returns = list(pl_module.collector.recent_returns)
+        self.returns = list(pl_module.source.recent_returns)
 
 
 def fit(model, **trainer_kwargs) -> L.Trainer:

@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback
 
 import lightrl
 from lightrl import DQN, SAC, TD3
-from lightrl.losses.q_learning import linear_schedule
+from lightrl.data.collector import CollectorSpec
+from lightrl.policies.q_learning import linear_schedule
 
 from conftest import COUNTING_ID
 
@@ -140,7 +141,7 @@ def test_phases_per_training_step_defaults_to_at_least_8_gradient_steps():
 
 
 def test_dqn_target_update_counts_env_steps(monkeypatch):
-    """Hard target updates every target_network_frequency env steps, while collecting (SB3's semantics)."""
+    """Hard target updates every target_network_frequency global env steps (SB3's semantics), made before the next phase."""
     model = tiny_dqn(num_envs=2, total_timesteps=200, target_network_frequency=30, tau=1.0)
     updates = []
     original = lightrl.algos.dqn.polyak_update
@@ -152,30 +153,38 @@ def test_dqn_target_update_counts_env_steps(monkeypatch):
 
     monkeypatch.setattr(lightrl.algos.dqn, "polyak_update", recording)
     fit(model)
-    # env_steps advance by 2: the update comes at the first count at or past each multiple of 30.
-    assert [s for s, _ in updates] == [30, 60, 90, 120, 150, 180]
+    # The updates due at 30, 60 and 90 are made before the first phase (at 110: learning_starts=100 and
+    # train_frequency=10), one per vector step that reached them; later ones before the phase that follows them.
+    assert [s for s, _ in updates] == [110, 110, 110, 120, 150, 180]
     assert all(tau == 1.0 for _, tau in updates)
     assert not any(p.requires_grad for p in model.target_network.parameters())
 
 
 def test_dqn_soft_target_update_compounds_missed_updates():
-    model = tiny_dqn(tau=0.5, target_network_frequency=1, num_envs=1)
+    model = tiny_dqn(tau=0.5, target_network_frequency=1, num_envs=2)
     target = [p.detach().clone() for p in model.target_network.parameters()]
     with torch.no_grad():
         for p in model.q_network.parameters():
             p.add_(1.0)
-    model.after_env_step(0, 2)  # two updates due at once: 1 - (1 - 0.5)^2 = 0.75 of the way
+    model.source = model.make_source(CollectorSpec("CartPole-v1", num_envs=2, seed=0))
+    model.env_steps = 2  # one vector step of two sub-envs: two updates due at once, 1 - (1 - 0.5)^2 = 0.75 of the way
+    model.update_target_network()
+    model.source.close()
     for t0, t, o in zip(target, model.target_network.parameters(), model.q_network.parameters()):
         torch.testing.assert_close(t, t0 + 0.75 * (o - t0))
 
 
 def test_dqn_target_is_fixed_within_an_update_phase():
     class Check(DQN):
+        def update_target_network(self):  # made first in train_batch, before the phase's gradient steps
+            super().update_target_network()
+            self.target_before = [p.clone() for p in self.target_network.parameters()]
+            self.online_before = [p.clone() for p in self.q_network.parameters()]
+
         def train_batch(self, batch):
-            before = [p.clone() for p in self.target_network.parameters()]
             out = super().train_batch(batch)
-            assert all(torch.equal(a, b) for a, b in zip(before, self.target_network.parameters()))
-            assert not all(torch.equal(a, b) for a, b in zip(before, self.q_network.parameters()))
+            assert all(torch.equal(a, b) for a, b in zip(self.target_before, self.target_network.parameters()))
+            assert not all(torch.equal(a, b) for a, b in zip(self.online_before, self.q_network.parameters()))
             return out
 
     fit(Check(**{**hparams_of(tiny_dqn()), "gradient_steps": 5}))
@@ -454,7 +463,7 @@ def test_sac_and_td3_variants_train(make, kwargs):
 def test_n_step_batches_use_per_sample_discounts():
     model = tiny_dqn(n_step=3, gamma=0.5, env_id=COUNTING_ID, num_envs=2)
     fit(model)
-    batch = model.sample(2)
+    batch = model.source.sample(model.policy, 2)
     assert set(batch["discounts"].unique().tolist()) <= {0.5, 0.25, 0.125}
     assert batch["discounts"].min() < 0.2  # full 3-step windows occur
 

@@ -9,7 +9,6 @@ from torch import nn
 from lightrl.losses.q_learning import (
     dqn_loss,
     dqn_target,
-    linear_schedule,
     polyak_update,
     sac_actor_loss,
     sac_alpha_loss,
@@ -18,6 +17,7 @@ from lightrl.losses.q_learning import (
     td3_target,
     td_target,
 )
+from lightrl.policies.q_learning import linear_schedule
 
 
 def test_td_target_with_scalar_gamma_and_per_sample_discounts():

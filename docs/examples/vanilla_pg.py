@@ -22,6 +22,7 @@ from lightrl.losses import normalize, policy_gradient_loss, value_loss
 from lightrl.nn import mlp
 from lightrl.nn.distributions import categorical_log_prob, categorical_sample
 from lightrl.policies import Policy
+from lightrl.rng import seeded
 
 
 class SoftmaxPolicy(Policy):
@@ -83,8 +84,7 @@ class VanillaPG(OnPolicyAlgorithm):
                          hidden_sizes=hidden_sizes, **kwargs)
         self.automatic_optimization = False
         obs_space, action_space = self.probe_spaces()  # checks the env's spaces against action_spaces
-        with torch.random.fork_rng(devices=[]):  # the same initial weights on every DDP rank
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):  # the same initial weights on every DDP rank
             self.policy = SoftmaxPolicy(obs_space, action_space, hidden_sizes)
 
     def configure_optimizers(self):

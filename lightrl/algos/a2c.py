@@ -8,6 +8,7 @@ import torch
 
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
+from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import normalize, policy_gradient_loss, value_loss
 
 
@@ -52,10 +53,10 @@ class A2C(OnPolicyAlgorithm):
         hidden_sizes: Sequence[int] = (64, 64),
         **kwargs: Any,
     ):
-        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda, hidden_sizes=hidden_sizes, **kwargs)
+        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda,
+                         hidden_sizes=hidden_sizes, max_grad_norm=max_grad_norm, **kwargs)  # fmt: skip
         self.automatic_optimization = False
         require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         self.build_agent()
 
     def configure_optimizers(self):
@@ -78,7 +79,7 @@ class A2C(OnPolicyAlgorithm):
         self.manual_backward(loss)
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
+import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
@@ -20,20 +18,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lightrl.algos.evaluation_steps import EvaluationSteps
-from lightrl.algos.resume import Resumable
-from lightrl.algos.schedulers import ManualSchedulers
+from lightrl.algos import evaluation_steps as evaluation
+from lightrl.algos.resume import RankState, attached_trainer, check_resume, checkpoint_dir, checkpoint_metadata, fail_nonfinite
+from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
-from lightrl.data.async_collector import COLLECTORS
-from lightrl.data.collector import Collector, CollectorSpec
-from lightrl.data.datasets import experience_loader
+from lightrl.data.collector import CollectorSpec
+from lightrl.data.datasets import evaluation_loader, experience_loader
+from lightrl.data.source import COLLECTOR_MODES, EnvSource
 from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.spaces import check_action_space, check_observation_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
-from lightrl.errors import NonFiniteError
-from lightrl.optim import clip_grad_norm_
+from lightrl.optim import OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
 from lightrl.policies import Policy
+from lightrl.rng import seed_all
 from lightrl.threads import share_cpu_threads
 from lightrl.timing import IterationTimer
 
@@ -44,14 +42,12 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-@dataclass
-class OptimizerIteration:
-    """Set when an :meth:`RLModule.optimizer_iteration` block ends: did the grad scaler skip a step?"""
-
-    skipped: bool = False
+def require_widths(hidden_sizes: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``hidden_sizes`` is a non-empty list of positive layer widths."""
+    require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
 
 
-class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
+class RLModule(L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
     A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
@@ -87,7 +83,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         capture_video: Record one episode at each validation (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
         collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects with a copy of
-            the policy while the learner trains; see :mod:`lightrl.data.async_collector`). Only for algorithms
+            the policy while the learner trains; see :mod:`lightrl.data.async_actor`). Only for algorithms
             with ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
         compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
             :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
@@ -102,6 +98,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             (``gamma``), as SB3's VecNormalize; logged returns stay raw.
         clip_obs: Normalized observations are clipped to ``[-clip_obs, clip_obs]``.
         clip_reward: Normalized rewards are clipped to ``[-clip_reward, clip_reward]``.
+        gamma: Discount factor, in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
+        max_grad_norm: Clip each optimizer's gradients (each parameter group on its own) to this global norm,
+            after the AMP grad scaler has unscaled them; ``None`` disables it.
 
     Example::
 
@@ -124,7 +123,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
                 self.setup_normalization()  # normalize_obs: the policy's observation statistics
 
             def generate_batches(self):
-                ...  # step self.collector with self.policy, yield batches until self.budget_reached
+                ...  # step self.source.collector with self.policy, yield batches until self.budget_reached
     """
 
     #: Space classes the algorithm accepts; checked by :meth:`probe_spaces` (with ``spaces.Dict``, a Dict of
@@ -135,9 +134,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``collector="async"`` works: the algorithm collects through ``self.collector.collect`` with an
-    #: :attr:`experience` (rollouts or transitions) and acts only through its :attr:`policy`, which the actor
-    #: process gets a copy of.
+    #: Whether ``collector="async"`` works: the algorithm collects through its :attr:`source` (a rollout or
+    #: replay source) and acts only through its :attr:`policy`, which the actor process gets a copy of.
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
     policy: Policy
@@ -162,6 +160,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         normalize_reward: bool = False,
         clip_obs: float = 10.0,
         clip_reward: float = 10.0,
+        gamma: float = 0.99,
+        max_grad_norm: float | None = None,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
@@ -171,7 +171,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(timesteps_per_epoch > 0, f"timesteps_per_epoch must be a positive number of env steps, got {timesteps_per_epoch}.")
         require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
         require(test_episodes > 0, f"test_episodes must be a positive integer, got {test_episodes}.")
-        require(collector in COLLECTORS, f"collector must be one of {tuple(COLLECTORS)}, got {collector!r}.")
+        require(collector in COLLECTOR_MODES, f"collector must be one of {COLLECTOR_MODES}, got {collector!r}.")
         require(
             collector == "sync" or type(self).supports_async_collector,
             f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
@@ -187,6 +187,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
         require(clip_obs > 0, f"clip_obs must be positive, got {clip_obs}.")
         require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
+        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
+        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
                 f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
         require(not env_wrappers or vectorization not in ("envpool", "native"),
@@ -199,18 +201,22 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         self.hparams.env_wrappers = wrappers or None
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
-        self.collector: Collector | None = None
-        #: What ``self.collector.collect`` makes (set by the on- and off-policy bases); None for a module that
-        #: steps ``self.collector`` itself.
-        self.experience: Any = None
+        #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
+        self.source: EnvSource | None = None
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._fit_start: tuple[float, int] | None = None
-        self._resume_states: list[dict[str, Any]] | None = None
-        self._local_checkpoint = False
-        self._final_rank_state: dict[str, Any] | None = None
-        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (ManualSchedulers)
+        #: This process's RNG, source and exploration states, saved in checkpoints (see :class:`~lightrl.algos.resume.RankState`).
+        self.rank_state = RankState(self)
+        self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (keep_scheduler_monitors)
         self.timer = IterationTimer()  # time/* metrics: where each iteration's time goes
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
+        own = cls.__dict__.get("configure_optimizers")
+        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
+            cls.configure_optimizers = keep_scheduler_monitors(own)
 
     # ----------------------------------------------------------------- spaces and envs
     def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
@@ -234,8 +240,6 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
 
     def setup_normalization(self) -> None:
         """Give :attr:`policy` its observation normalizer with ``normalize_obs``; call once the policy is built."""
-        require(not self.hparams.normalize_reward or "gamma" in self.hparams,
-                f"normalize_reward=True needs a gamma hyperparameter, which {type(self).__name__} does not have.")  # fmt: skip
         if self.hparams.normalize_obs:
             self.policy.normalize_observations(self.hparams.clip_obs)
 
@@ -254,12 +258,8 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     @property
     def world_size(self) -> int:
         """Number of DDP processes (1 outside a Trainer)."""
-        return self.trainer.world_size if self._trainer is not None else 1
-
-    @property
-    def steps_per_env_step(self) -> int:
-        """Global env steps taken by one vector step of every rank."""
-        return self.hparams.num_envs * self.world_size
+        trainer = attached_trainer(self)
+        return trainer.world_size if trainer is not None else 1
 
     @property
     def env_steps_per_batch(self) -> int | None:
@@ -283,15 +283,17 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """Whether :attr:`env_steps` has reached ``total_timesteps``."""
         return self.env_steps >= self.hparams.total_timesteps
 
+    @property
+    def collecting(self) -> bool:
+        """Whether a fit's experience source is open (between ``setup`` and ``teardown``)."""
+        return self.source is not None and not self.source.closed
+
     def setup(self, stage: str) -> None:
-        if stage != "fit" or self.collector is not None:
+        if stage != "fit" or self.collecting:
             return
         share_cpu_threads(self.trainer)
         rank = self.trainer.global_rank
-        seed = self.hparams.seed + rank
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(self.hparams.seed + rank)
         hp = self.hparams
         require(not hp.normalize_obs or self.policy.obs_normalizer is not None,
                 f"normalize_obs=True, but {type(self).__name__} did not call self.setup_normalization() after building its policy.")  # fmt: skip
@@ -301,32 +303,32 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
         )
         # "sync": the envs, here; "async": an actor process that makes them at the first batch.
-        self.collector = COLLECTORS[hp.collector](spec, self.policy, self.experience, self.device, self.timer, self.acting_context)
+        self.source = self.make_source(spec)
+
+    def make_source(self, spec: CollectorSpec) -> EnvSource:
+        """This fit's experience source over the envs of ``spec`` (override this): here, the bare envs.
+
+        The on- and off-policy bases return a :class:`~lightrl.data.rollout_source.RolloutSource` or a
+        :class:`~lightrl.data.replay_source.ReplaySource`; a module that steps ``self.source.collector``
+        itself keeps this one.
+        """
+        return EnvSource(spec, self.device, self.timer, self.acting_context, self.hparams.collector)
 
     def teardown(self, stage: str) -> None:
-        if stage == "fit" and self.collector is not None:
-            self._final_rank_state = self.rank_state()  # so that a checkpoint saved after fit can still continue the run
-            self.close_collector()
-
-    def close_collector(self) -> None:
-        """Close the envs (and the async actor process) and forget them: the next fit makes new ones."""
-        if self.collector is not None:
-            self.collector.close()
-            self.collector = None
+        if stage == "fit" and self.collecting:
+            self.rank_state.final = self.rank_state.state_dict()  # so that a checkpoint saved after fit can still continue the run
+            self.source.close()  # the envs (and the actor process); what the source stored stays readable
 
     def train_dataloader(self) -> DataLoader:
-        self.collector.device = self.device
+        self.source.device = self.device
         # Every rank computes the same length from global counters, so all end each epoch at the same batch.
         return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
         # The RNG states are restored at the first batch, once Lightning has set everything up.
-        self.apply_resume_state()
-        self.collector.start(self.policy, self.env_steps)
-        try:
-            yield from self.generate_batches()
-        except NonFiniteError as err:
-            self.fail_nonfinite(str(err))
+        self.rank_state.resume()
+        self.source.start(self.policy, self.env_steps)
+        yield from self.generate_batches()
 
     def next_batch(self, dataloader_iter: Iterator) -> Any:
         """The next batch, fetched when the step asks for it.
@@ -345,21 +347,12 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """Actions for a batch of observations: :attr:`policy`'s ``act`` if ``deterministic``, else its ``explore``."""
         return self.policy.act(obs) if deterministic else self.policy.explore(obs)
 
-    @property
-    def grad_scaler(self) -> torch.amp.GradScaler | None:
-        """The Trainer's AMP grad scaler (``16-mixed``), or None."""
-        return getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-
     @contextmanager
     def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
-        """One step of each optimizer, with the AMP grad scaler updated once, at the end.
+        """One step of each optimizer, with the AMP grad scaler updated once, at the end (see :func:`lightrl.optim.scaler_iteration`).
 
-        Lightning's ``16-mixed`` plugin calls ``scaler.update()`` after every ``optimizer.step()``. With
-        several optimizers (SAC's critic, actor and alpha) that would change the scale between the steps
-        of one iteration. Inside this block the update waits until all of them have stepped. Afterwards
-        ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so that target
-        networks are not moved towards weights that did not change. Without a grad scaler (32-true,
-        bf16-mixed) it does nothing and ``skipped`` stays False.
+        Afterwards ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so
+        that target networks are not moved towards weights that did not change.
 
         Example::
 
@@ -368,32 +361,20 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
             if not iteration.skipped:
                 polyak_update(self.target.parameters(), self.online.parameters(), tau)
         """
-        iteration = OptimizerIteration()
-        scaler = self.grad_scaler
-        if scaler is None or not scaler.is_enabled():
+        with scaler_iteration(grad_scaler(self)) as iteration:
             yield iteration
-            return
-        scale = scaler.get_scale()
-        scaler.update = lambda new_scale=None: None  # shadows the method until the iteration is over
-        try:
-            yield iteration
-        finally:
-            del scaler.update
-            scaler.update()
-        iteration.skipped = scaler.get_scale() < scale
-        if iteration.skipped:
-            self.skipped_optimizer_steps += 1
+        self.skipped_optimizer_steps += int(iteration.skipped)
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
         finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())  # item(): one scalar read, no reduction
         if not finite:
-            self.fail_nonfinite(f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
+            fail_nonfinite(self, f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
         super().manual_backward(loss, *args, **kwargs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
-        max_grad_norm = self.hparams.get("max_grad_norm")
+        max_grad_norm = self.hparams.max_grad_norm
         if max_grad_norm is None:
             return
         if type(self.trainer.precision_plugin) not in (Precision, MixedPrecision):  # e.g. FSDP: the plugin's own clipping
@@ -402,17 +383,28 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         # Each parameter group on its own, as if it had its own optimizer (SAC's actor and entropy coefficient).
         for group in optimizer.param_groups:
             norm = clip_grad_norm_(group["params"], max_grad_norm)  # torch's rule; see lightrl.optim
-            if not math.isfinite(norm) and self.grad_scaler is None:  # a grad scaler skips such steps itself
-                self.fail_nonfinite(f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
+            if not math.isfinite(norm) and grad_scaler(self) is None:  # a grad scaler skips such steps itself
+                fail_nonfinite(self, f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
 
     def acting_context(self):
         """The Trainer's precision context, so acting runs in the same precision as training."""
-        if self._trainer is None:
+        trainer = attached_trainer(self)
+        if trainer is None:
             return torch.autocast("cpu", enabled=False)
-        return self.trainer.precision_plugin.forward_context()
+        return trainer.precision_plugin.forward_context()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lightrl"] = checkpoint_metadata(self)
+        self.rank_state.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
+        check_resume(self, checkpoint)
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.state.fn != "fit":
+            # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
+            checkpoint.pop("callbacks", None)
+        self.env_steps = checkpoint["lightrl"]["env_steps"]
+        self.rank_state.keep(checkpoint)
         # Checkpoints written before the policies existed keep the acting networks at the top level
         # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
         state = checkpoint.get("state_dict")
@@ -427,7 +419,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.collector.publish(self.policy)  # the async actor acts with the new weights from its next batch
+        self.source.publish(self.policy)  # the async actor acts with the new weights from its next batch
         self.timer.step()
         if self.budget_reached:
             self.trainer.should_stop = True
@@ -435,11 +427,11 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # For callbacks only (EarlyStopping, ModelCheckpoint with check_on_train_epoch_end): the mean return of each
         # rank's last 100 episodes, over all ranks. Loggers get charts/episodic_return at each logged step instead.
-        recent = list(self.collector.recent_returns) if self.collector is not None else []
+        recent = list(self.source.recent_returns) if self.collecting else []
         totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
         if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
             self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
-        self.step_lr_schedulers("epoch")
+        step_lr_schedulers(self, "epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
 
@@ -461,9 +453,9 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         so lightrl skips those calls, and the collector keeps its finished episodes, which then count
         towards the next logged mean return instead of being lost.
         """
-        if self._trainer is None:
+        trainer = attached_trainer(self)
+        if trainer is None:
             return True
-        trainer = self.trainer
         if trainer.log_every_n_steps == 0:
             return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
@@ -475,7 +467,7 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         """
         if not self.should_log:
             return
-        returns, lengths = self.collector.pop_finished_episodes()
+        returns, lengths = self.source.pop_finished_episodes()
         if returns:
             self.episode_return.update(torch.tensor(returns, device=self.device))
             self.episode_length.update(torch.tensor(lengths, device=self.device, dtype=torch.float32))
@@ -487,11 +479,40 @@ class RLModule(EvaluationSteps, ManualSchedulers, Resumable, L.LightningModule):
         if not math.isnan(mean_return.item()):
             metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
         metrics = {**metrics, **self.timer.metrics(), "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
-        if self.grad_scaler is not None:
+        if grad_scaler(self) is not None:
             metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
         # Lightning takes a metric named "step" as the x-axis of every logger.
         self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
+
+    # ----------------------------------------------------------------- evaluation: Lightning's validate, test, predict
+    def forward(self, obs: Tensor) -> Tensor:
+        """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
+        return self.act(obs, deterministic=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return evaluation_loader()  # one batch: validation_step plays all the evaluation episodes
+
+    def test_dataloader(self) -> DataLoader:
+        return evaluation_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return evaluation.first_observations(self)  # pass your own observations to trainer.predict instead
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``."""
+        hp = self.hparams
+        evaluation.evaluate_and_log(self, "eval", hp.eval_episodes, hp.seed + evaluation.EVAL_SEED_OFFSET)
+        if hp.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
+            evaluation.record_video(self, os.path.join(os.path.dirname(checkpoint_dir(self.trainer)), "videos"))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
+        evaluation.evaluate_and_log(self, "test", self.hparams.test_episodes, self.hparams.seed + evaluation.TEST_SEED_OFFSET)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
+        return self(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import require
+from lightrl.algos.base import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, polyak_update
 from lightrl.nn.q_networks import QNetwork
 from lightrl.policies import EpsilonGreedyPolicy
+from lightrl.rng import seeded
 
 
 
@@ -38,8 +39,8 @@ class DQN(OffPolicyAlgorithm):
     ``target_network_frequency`` **env steps** (global, over sub-envs and ranks), by
     ``target = tau * online + (1 - tau) * target``: the semantics of CleanRL's ``target_network_frequency``
     and of Stable-Baselines3's ``target_update_interval``, so the RL-zoo recipes carry over unchanged.
-    As in Stable-Baselines3 the update happens while collecting, so the target stays fixed within an
-    update phase.
+    The updates that fall due while a phase is collected are made before its gradient steps
+    (:meth:`update_target_network`), so the target stays fixed within an update phase, as in Stable-Baselines3.
 
     Args:
         env_id: Gymnasium id; Box observations (vectors, or ``(C, H, W)`` uint8 images for the Nature-CNN),
@@ -117,10 +118,9 @@ class DQN(OffPolicyAlgorithm):
         require(0 <= end_e <= 1 and 0 <= start_e <= 1, f"start_e and end_e must be in [0, 1], got {start_e} and {end_e}.")
         require(0 <= exploration_fraction <= 1, f"exploration_fraction must be in [0, 1], got {exploration_fraction}.")
         require(loss in DQN_LOSSES, f"loss must be one of {DQN_LOSSES}, got {loss!r}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        require_widths(hidden_sizes)
         obs_space, action_space = self.probe_spaces()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
         self.policy = EpsilonGreedyPolicy(
             q_network, obs_space, action_space, start_e, end_e, exploration_fraction * self.hparams.total_timesteps, learning_starts
@@ -130,6 +130,7 @@ class DQN(OffPolicyAlgorithm):
         # The parameter lists of the target update, gathered once rather than by a .parameters() walk per update.
         self._polyak_params = (list(self.target_network.parameters()), list(self.q_network.parameters()))
         self._compiled: dict[str, Any] = {}  # with compile=True, set in on_fit_start
+        self.target_updated_at = 0  # the global env step up to which the target network's updates are made
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -146,19 +147,38 @@ class DQN(OffPolicyAlgorithm):
         """Exploration rate at the current global env step."""
         return self.policy.epsilon_at(self.env_steps)
 
-    def after_env_step(self, before: int, after: int) -> None:
-        freq = self.hparams.target_network_frequency
-        updates = after // freq - before // freq
-        if updates:
-            # k Polyak updates towards unchanged online weights are one update with 1 - (1 - tau)^k.
-            tau = 1.0 - (1.0 - self.hparams.tau) ** updates
-            polyak_update(*self._polyak_params, tau)
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.target_updated_at = self.env_steps  # the target-update clock starts where this fit (or resume) does
+
+    def update_target_network(self) -> None:
+        """The target-network updates due at the env steps collected since the last call, as collection would make them.
+
+        One every ``target_network_frequency`` global env steps (SB3's ``target_update_interval``), towards
+        the online weights of that moment. Collection does not change the online network, so the updates
+        of the env steps collected before an update phase are made before its gradient steps, vector step by
+        vector step: ``k`` falling into one vector step are one update with ``1 - (1 - tau)^k``.
+        """
+        freq, stride, tau = self.hparams.target_network_frequency, self.source.spec.steps_per_env_step, self.hparams.tau
+        start, end = self.target_updated_at, self.env_steps
+        self.target_updated_at = end
+        due = (start // freq + 1) * freq  # the first update past start
+        while due <= end:
+            step_end = start + -(-(due - start) // stride) * stride  # the end of the vector step that reached it
+            updates = step_end // freq - (step_end - stride) // freq
+            polyak_update(*self._polyak_params, 1.0 - (1.0 - tau) ** updates)
+            due = (step_end // freq + 1) * freq
+
+    def training_step(self, dataloader_iter: Iterator) -> None:
+        super().training_step(dataloader_iter)
+        self.update_target_network()  # those of env steps collected after the last phase (at the budget's end)
 
     def configure_optimizers(self):
         return self.adam(self.q_network.parameters(), self.hparams.learning_rate, eps=self.hparams.adam_eps)
 
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         hp = self.hparams
+        self.update_target_network()  # those due while this phase was collected: the target is fixed within a phase
         optimizer = self.optimizers()
         td_loss_sum = q_values_sum = 0.0
         num_steps = batch["rewards"].shape[0]
@@ -191,7 +211,7 @@ class DQN(OffPolicyAlgorithm):
     def phase_targets(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The TD targets of every gradient step of ``batch`` at once, ``[num_steps, batch_size]``, or None.
 
-        The target network only changes while collecting (:meth:`after_env_step`), so it is the same for all
+        The target network only changes between update phases (:meth:`update_target_network`), so it is the same for all
         the gradient steps of an update phase, and without ``double_q`` the target does not depend on the
         online network. The targets are then those computed step by step, from forward passes over
         ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead

@@ -1,17 +1,26 @@
-"""What DQN, SAC and TD3 share: a replay buffer filled by the exploration policy, and a fixed replay ratio.
+"""What DQN, SAC and TD3 share: a replay source filled by the exploration policy, and a fixed replay ratio.
 
-Each vector step of every rank adds one transition per sub-env to that rank's buffer. Updates are counted
-in global env steps: once ``learning_starts`` env steps have been taken, every ``train_frequency`` env steps
-bring ``gradient_steps`` gradient steps. All the gradient steps that fall due at one vector step are sampled
-at once and yielded as a single batch shaped ``[num_gradient_steps, batch_size, ...]``; one
-``training_step`` then runs them in a loop. Lightning's overhead is thus paid once per update phase
-(e.g. 128 gradient steps every 256 env steps in the RL-zoo DQN recipe), not once per gradient step.
-Where phases are short (SAC and TD3 take one gradient step per env step), one ``training_step`` runs
-several of them (``phases_per_training_step``), each after collecting its own env steps as before.
-Since the counters are global, every DDP rank yields the same number of batches. Each rank samples
-``batch_size`` transitions from its own buffer, and DDP averages the gradients: with ``world_size`` ranks a
-gradient step sees ``world_size * batch_size`` transitions, and the ranks together take the same number of
-gradient steps per global env step as a single process.
+Each vector step of every rank adds one transition per sub-env to that rank's replay buffer (a
+:class:`~lightrl.data.replay_source.ReplaySource`). Updates are counted in global env steps: once
+``learning_starts`` env steps have been taken, every ``train_frequency`` env steps bring ``gradient_steps``
+gradient steps, an **update phase**. The env steps and the gradient steps interleave in
+:meth:`OffPolicyAlgorithm.training_step`, where a reader sees them::
+
+    for _ in range(phases):                      # phases_per_training_step update phases
+        batch = self.collect_update_phase()      # env steps until the next phase falls due, then its sample
+        metrics = self.train_batch(batch)        # that phase's gradient steps
+
+All the gradient steps of a phase are sampled at once, as a batch shaped ``[num_gradient_steps,
+batch_size, ...]`` that ``train_batch`` loops over. Lightning's per-step work (hooks, callbacks, logging)
+is paid once per ``training_step``, not per gradient step: the RL-zoo DQN recipe's phases are long
+(128 gradient steps every 256 env steps), but SAC's and TD3's take one gradient step per env step, so
+one ``training_step`` holds several phases (``phases_per_training_step``; by default enough for 8
+gradient steps). Each phase still collects its env steps after the previous one has trained, so the
+experience and the updates are those of one phase per step. Since the counters are global, every DDP
+rank runs the same number of training steps. Each rank samples ``batch_size`` transitions from its own
+buffer, and DDP averages the gradients: with ``world_size`` ranks a gradient step sees ``world_size *
+batch_size`` transitions, and the ranks together take the same number of gradient steps per global env
+step as a single process.
 
 Mixed precision with several optimizers: Lightning's ``16-mixed`` plugin unscales, steps and calls
 ``scaler.update()`` at every ``optimizer.step()``. SAC and TD3 run the optimizer steps of one gradient
@@ -29,13 +38,15 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from gymnasium import spaces
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightrl.algos.base import RLModule, require
-from lightrl.data.experience import Transitions
+from lightrl.algos.resume import stop_on_nonfinite
+from lightrl.algos.schedulers import step_lr_schedulers
+from lightrl.data.collector import CollectorSpec
 from lightrl.data.replay import ReplayBuffer
-from lightrl.errors import NonFiniteError
+from lightrl.data.replay_source import ReplaySource, updates_due
 from lightrl.nn.encoders import observation_encoder
 from lightrl.optim import adam
 
@@ -48,18 +59,17 @@ class OffPolicyAlgorithm(RLModule):
 
     A subclass builds its :attr:`policy` (an :class:`~lightrl.policies.ExploringPolicy`, made with
     ``learning_starts``: its ``explore`` gives the actions taken while collecting) and implements
-    :meth:`train_batch` (the gradient steps of one batch) and ``configure_optimizers``.
+    :meth:`train_batch` (the gradient steps of one update phase, with its target-network updates) and
+    ``configure_optimizers``.
 
     Args:
         buffer_size: Transitions kept in the replay buffer of each process.
         learning_starts: Global env steps collected before the first update.
         batch_size: Transitions per gradient step, per process.
-        gamma: Discount factor, in (0, 1].
         tau: Target-network interpolation factor in (0, 1]; 1 copies the online network.
         train_frequency: Global env steps between update phases.
         gradient_steps: Gradient steps per update phase; the replay ratio is ``gradient_steps / train_frequency``.
         n_step: Steps summed into each sampled reward (n-step returns).
-        max_grad_norm: Clip each optimizer's gradients to this global norm; ``None`` disables it.
         save_replay_buffer: Store the replay buffer in checkpoints, to resume training exactly.
         phases_per_training_step: Update phases per ``training_step``. Each phase still collects its env
             steps before its gradient steps, so the experience and the updates are those of one phase per
@@ -72,18 +82,18 @@ class OffPolicyAlgorithm(RLModule):
     """
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
+    #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
+    batch_setting = "batch_size, or gradient_steps per train_frequency"
 
     def __init__(
         self,
         buffer_size: int,
         learning_starts: int,
         batch_size: int,
-        gamma: float,
         tau: float,
         train_frequency: int,
         gradient_steps: int,
         n_step: int = 1,
-        max_grad_norm: float | None = None,
         save_replay_buffer: bool = False,
         phases_per_training_step: int | None = None,
         **kwargs: Any,
@@ -101,12 +111,10 @@ class OffPolicyAlgorithm(RLModule):
             0 <= learning_starts <= total,
             f"learning_starts ({learning_starts}) must be in [0, total_timesteps={total}], or no update would ever run.",
         )
-        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 < tau <= 1, f"tau must be in (0, 1] (1 copies the online network into the target), got {tau}.")
         require(train_frequency > 0, f"train_frequency must be a positive number of env steps, got {train_frequency}.")
         require(gradient_steps > 0, f"gradient_steps must be a positive integer, got {gradient_steps}.")
         require(n_step > 0, f"n_step must be a positive integer, got {n_step}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(
             phases_per_training_step is None or phases_per_training_step > 0,
             f"phases_per_training_step must be a positive integer or None (automatic), got {phases_per_training_step}.",
@@ -114,12 +122,8 @@ class OffPolicyAlgorithm(RLModule):
         if phases_per_training_step is None:
             phases_per_training_step = -(-AUTO_GRADIENT_STEPS_PER_TRAINING_STEP // gradient_steps)
         self.phases_per_training_step = phases_per_training_step
-        self.replay_buffer: ReplayBuffer | None = None
         self.num_updates = 0  # gradient steps taken, the clock of delayed policy and target updates
         self.updates_resume_at = 0  # after resuming without a replay buffer: no updates before this env step
-        self._logged_buffer_size = False
-        self._sampler: torch.Generator | None = None
-        self.experience = Transitions(train_frequency)
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -133,112 +137,92 @@ class OffPolicyAlgorithm(RLModule):
             )
         super().setup(stage)
 
+    def make_source(self, spec: CollectorSpec) -> ReplaySource:
+        """A replay buffer of ``buffer_size`` transitions per process, filled one vector step at a time.
+
+        A module's next fit continues the buffer (and its sampler) of the previous one.
+        """
+        hp, previous = self.hparams, self.source
+        return ReplaySource(
+            spec, hp.buffer_size, hp.batch_size, hp.gamma, hp.n_step, hp.train_frequency, save_replay_buffer=hp.save_replay_buffer,
+            replay_buffer=previous.replay_buffer if previous is not None else None,
+            sampler=previous.sampler if previous is not None else None,
+            device=self.device, timer=self.timer, acting_context=self.acting_context, collector=hp.collector,
+        )  # fmt: skip
+
     def on_fit_start(self) -> None:
         # Here, unlike in setup(), the module is on its device: the buffer is allocated there.
-        if self.replay_buffer is None:
-            self.replay_buffer = ReplayBuffer.for_spaces(
-                self.hparams.buffer_size, self.hparams.num_envs, self.observation_space, self.action_space, self.device
-            )
+        if self.source.replay_buffer is None:
             # Sampling and exploration draw from their own generators, seeded per rank, so runs repeat exactly.
             rank = self.trainer.global_rank
-            self._sampler = torch.Generator(self.device).manual_seed(self.hparams.seed + rank)
+            self.source.allocate(self.observation_space, self.action_space, self.device, self.hparams.seed + rank)
             self.policy.exploration.reseed(self.hparams.seed + rank + 10_000)
         if self.hparams.compile:
             self.policy.compile_acting(self.device)
 
+    @property
+    def replay_buffer(self) -> ReplayBuffer | None:
+        """This process's replay buffer (None before the first fit)."""
+        return self.source.replay_buffer if self.source is not None else None
+
     # ----------------------------------------------------------------- experience
     def updates_due(self, before: int, after: int) -> int:
-        """Gradient steps that fall due when the global env-step count goes from ``before`` to ``after``.
-
-        One update phase for each multiple of ``train_frequency`` in ``(before, after]`` that is past
-        ``learning_starts``, as in Stable-Baselines3 (``num_timesteps > learning_starts``).
-        """
-        freq = self.hparams.train_frequency
-        start = max(before, self.hparams.learning_starts, self.updates_resume_at)
-        if after <= start:
-            return 0
-        return (after // freq - start // freq) * self.hparams.gradient_steps
+        """Gradient steps that fall due when the global env-step count goes from ``before`` to ``after``
+        (none before ``updates_resume_at``); see :func:`~lightrl.data.replay_source.updates_due`."""
+        hp = self.hparams
+        return updates_due(before, after, max(hp.learning_starts, self.updates_resume_at), hp.train_frequency, hp.gradient_steps)
 
     @property
     def env_steps_per_batch(self) -> int:
-        """Global env steps per training batch (``phases_per_training_step`` update phases) once updates have started."""
+        """Global env steps per training step (``phases_per_training_step`` update phases) once updates have started."""
         return self.phases_per_training_step * self.hparams.train_frequency
 
-    def generate_batches(self) -> Iterator[Iterator[dict[str, Tensor]]]:
-        """Yield, per ``training_step``, an iterator over its update phases (see :meth:`update_phases`)."""
+    def generate_batches(self) -> Iterator[int]:
+        """Yield, per ``training_step``, the number of update phases it holds: it collects them itself."""
+        if self.source.resumed_without_replay_buffer:
+            # Refill the buffer with the current policy for learning_starts env steps before updating.
+            self.source.resumed_without_replay_buffer = False
+            self.updates_resume_at = self.env_steps + self.hparams.learning_starts
+            rank_zero_warn(
+                f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
+                f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
+            )
         while not self.budget_reached:
-            yield self.update_phases(self.phases_per_training_step)
+            yield self.phases_per_training_step
 
-    def update_phases(self, count: int) -> Iterator[dict[str, Tensor]]:
-        """Up to ``count`` update phases, each collected when it is asked for, after the previous one has trained.
-
-        One training step is one batch for Lightning, however many phases it holds, so that epochs (and
-        a resumed epoch's position) are counted in training steps. The budget may end the iterator early.
-        """
-        for _ in range(count):
-            try:
-                batch = self.next_phase()
-            except NonFiniteError as err:  # collected here, inside training_step, not in the dataloader's generator
-                self.fail_nonfinite(str(err))
-            if batch is None:
-                return
-            yield batch
-
-    def next_phase(self) -> dict[str, Tensor] | None:
-        """Collect until an update phase falls due and return its sampled batch; None once the budget is reached."""
-        while not self.budget_reached:
-            before = self.env_steps
-            self.collect_step()
-            num_steps = self.updates_due(before, self.env_steps)
-            if num_steps:
-                tic = self.timer.start()
-                self.sync_obs_statistics()  # every rank reaches each phase, so the collective is matched
-                batch = self.sample(num_steps)
-                self.timer.add("data", tic)
-                return batch
+    def collect_update_phase(self) -> dict[str, Tensor] | None:
+        """Collect until the next update phase falls due and return its sampled batch; None once the budget is reached."""
+        source, policy, steps_per_env_step = self.source, self.policy, self.source.spec.steps_per_env_step
+        with stop_on_nonfinite(self):
+            while not self.budget_reached:
+                before = self.env_steps
+                source.collect_step(policy, before)
+                self.env_steps = before + steps_per_env_step
+                num_gradient_steps = self.updates_due(before, self.env_steps)
+                if num_gradient_steps:
+                    tic = self.timer.start()
+                    self.sync_obs_statistics()  # every rank reaches each phase, so the collective is matched
+                    batch = source.sample(policy, num_gradient_steps)
+                    self.timer.add("data", tic)
+                    return batch
         return None
-
-    def collect_step(self) -> None:
-        """One vector step with the policy's exploring actions, stored in the replay buffer.
-
-        With ``collector="async"`` the actor process took the step: its transition is stored here.
-        """
-        transition = self.collector.collect(self.experience, self.policy, self.env_steps)
-        timer = self.timer
-        tic = timer.start()
-        self.replay_buffer.add(*transition)
-        if self.policy.obs_normalizer is not None:
-            self.policy.obs_normalizer.accumulate(transition[0])
-        tic = timer.add("data", tic)
-        before = self.env_steps
-        self.env_steps += self.steps_per_env_step
-        self.after_env_step(before, self.env_steps)
-        timer.add("learn", tic)  # target-network updates
-
-    def after_env_step(self, before: int, after: int) -> None:
-        """Called after each vector step with the global env-step count before and after it."""
-
-    def sample(self, num_steps: int) -> dict[str, Tensor]:
-        """``num_steps * batch_size`` transitions in one draw, shaped ``[num_steps, batch_size, ...]``.
-
-        The buffer keeps raw observations; with ``normalize_obs`` they are normalized here by the current
-        statistics, as Stable-Baselines3 does.
-        """
-        hp = self.hparams
-        data = self.replay_buffer.sample(num_steps * hp.batch_size, hp.n_step, hp.gamma, self._sampler)
-        normalizer = self.policy.obs_normalizer
-        if normalizer is not None:
-            data = {**data, "observations": normalizer(data["observations"]), "next_observations": normalizer(data["next_observations"])}
-        return {key: steps_view(value, num_steps, hp.batch_size) for key, value in data.items()}
 
     # ----------------------------------------------------------------- training
     def training_step(self, dataloader_iter: Iterator) -> None:
+        """``phases_per_training_step`` update phases: each collects its env steps, then takes its gradient steps.
+
+        One training step is one batch for Lightning, however many phases it holds, so that epochs (and a
+        resumed epoch's position) are counted in training steps. The budget may end it early.
+        """
         metrics = None
-        for batch in self.next_batch(dataloader_iter):  # the phases are collected as the loop asks for them
+        for _ in range(self.next_batch(dataloader_iter)):
+            batch = self.collect_update_phase()
+            if batch is None:
+                break
             tic = self.timer.start()
             metrics = self.train_batch(batch)
             self.timer.add("learn", tic)
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         if metrics is not None and self.should_log:  # skip building the log calls on batches Lightning does not write
             self.log_metrics(metrics)
 
@@ -256,44 +240,23 @@ class OffPolicyAlgorithm(RLModule):
         checkpoint["lightrl"]["num_updates"] = self.num_updates
         checkpoint["lightrl"]["updates_resume_at"] = self.updates_resume_at
 
-    def rank_state(self) -> dict[str, Any]:
-        state = {**super().rank_state(), "sampler": self._sampler.get_state(), "explorer": self.policy.exploration.generator.get_state()}
-        if self.hparams.save_replay_buffer:
-            state["replay_buffer"] = self.replay_buffer.state_dict()
-            size = sum(t.nbytes for t in state["replay_buffer"].values() if isinstance(t, Tensor))
-            if not self._logged_buffer_size:
-                rank_zero_info(f"lightrl: checkpoints include the replay buffer ({size / 2**20:.1f} MiB per process).")
-                self._logged_buffer_size = True
-        return state
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.num_updates = checkpoint["lightrl"].get("num_updates", 0)
         self.updates_resume_at = checkpoint["lightrl"].get("updates_resume_at", 0)
         self.policy.exploration.env_steps = self.env_steps  # explore() of a loaded module: the epsilon it ended with
 
-    def load_rank_state(self, state: dict[str, Any]) -> None:
-        super().load_rank_state(state)
-        self._sampler.set_state(state["sampler"])
-        self.policy.exploration.generator.set_state(state["explorer"])
-        if "replay_buffer" in state:
-            self.replay_buffer.load_state_dict(state["replay_buffer"])
-        else:
-            # Without the buffer, refill it with the current policy for learning_starts env steps before updating.
-            self.updates_resume_at = self.env_steps + self.hparams.learning_starts
-            rank_zero_warn(
-                f"The checkpoint has no replay buffer (save_replay_buffer=False): the buffer is refilled for "
-                f"{self.hparams.learning_starts} env steps before updates resume, so this run will not match an uninterrupted one."
-            )
 
 
-def steps_view(value: Tensor | dict[str, Tensor], num_steps: int, batch_size: int) -> Tensor | list[dict[str, Tensor]]:
-    """``[num_steps * batch_size, ...]`` samples as ``[num_steps, batch_size, ...]``; a list of ``num_steps``
-    dicts for Dict observations (what the training loops iterate over, one gradient step each)."""
-    if isinstance(value, dict):
-        parts = {key: steps_view(part, num_steps, batch_size) for key, part in value.items()}
-        return [{key: part[i] for key, part in parts.items()} for i in range(num_steps)]
-    return value.view(num_steps, batch_size, *value.shape[1:])
+def twin_critic_metrics(qf_loss: Tensor, qf1_loss: Tensor, qf2_loss: Tensor, qf1_values: Tensor, qf2_values: Tensor) -> dict[str, Tensor]:
+    """What SAC and TD3 log of their critics' last gradient step, under CleanRL's names."""
+    return {
+        "losses/qf1_values": qf1_values.detach().mean(),
+        "losses/qf2_values": qf2_values.detach().mean(),
+        "losses/qf1_loss": qf1_loss.detach(),
+        "losses/qf2_loss": qf2_loss.detach(),
+        "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+    }
 
 
 def check_continuous(module: OffPolicyAlgorithm) -> tuple[int, spaces.Box, nn.Module | None]:

@@ -9,12 +9,15 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import RLModule, require
-from lightrl.data.experience import Rollouts
+from lightrl.algos.base import RLModule, require, require_widths
+from lightrl.algos.resume import stop_on_nonfinite
+from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
+from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.policies import ActorCriticPolicy
+from lightrl.rng import seeded
 
 
 class OnPolicyAlgorithm(RLModule):
@@ -24,7 +27,6 @@ class OnPolicyAlgorithm(RLModule):
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
-        gamma: Discount factor, in (0, 1].
         gae_lambda: GAE's lambda, in [0, 1].
         hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations).
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
@@ -33,19 +35,25 @@ class OnPolicyAlgorithm(RLModule):
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
-    def __init__(self, num_steps: int, gamma: float, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
+    #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
+    batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
+
+    def __init__(self, num_steps: int, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
         super().__init__(**kwargs)
         require(num_steps > 0, f"num_steps must be a positive integer, got {num_steps}.")
-        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
-        self.experience = Rollouts(num_steps, gamma, gae_lambda)
+        require_widths(hidden_sizes)
+
+    def make_source(self, spec: CollectorSpec) -> RolloutSource:
+        """Rollouts of ``num_steps`` vector steps with GAE."""
+        hp = self.hparams
+        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
+                             acting_context=self.acting_context, collector=hp.collector)  # fmt: skip
 
     def build_agent(self) -> None:
         """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
         obs_space, action_space = self.probe_spaces()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
         self.policy = ActorCriticPolicy(agent, obs_space, action_space)
         self.setup_normalization()
@@ -58,7 +66,7 @@ class OnPolicyAlgorithm(RLModule):
     @property
     def rollout(self) -> RolloutBuffer | None:
         """The last rollout collected in this process (None before the first, or with ``collector="async"``)."""
-        return self.experience.buffer
+        return self.source.buffer if self.source is not None else None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -92,7 +100,8 @@ class OnPolicyAlgorithm(RLModule):
         With ``normalize_obs`` its observations come normalized by the statistics they were collected with
         (frozen during the rollout, as the policy saw them); the raw ones are then added to the statistics.
         """
-        batch = self.collector.collect(self.experience, self.policy, self.env_steps)
+        with stop_on_nonfinite(self):
+            batch = self.source.next_rollout(self.policy, self.env_steps)
         self.env_steps += self.batch_size * self.world_size
         if self.policy.obs_normalizer is not None:
             self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))

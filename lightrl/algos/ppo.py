@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lightrl.algos.base import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
+from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
@@ -108,7 +109,8 @@ class PPO(OnPolicyAlgorithm):
         hidden_sizes: Sequence[int] = (64, 64),
         **kwargs: Any,
     ):
-        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda, hidden_sizes=hidden_sizes, **kwargs)
+        super().__init__(env_id=env_id, num_envs=num_envs, num_steps=num_steps, gamma=gamma, gae_lambda=gae_lambda,
+                         hidden_sizes=hidden_sizes, max_grad_norm=max_grad_norm, **kwargs)  # fmt: skip
         self.automatic_optimization = False
         require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
         require(num_minibatches > 0, f"num_minibatches must be a positive integer, got {num_minibatches}.")
@@ -118,7 +120,6 @@ class PPO(OnPolicyAlgorithm):
             f"num_minibatches ({num_minibatches}) must divide num_envs * num_steps ({num_envs} * {num_steps} = {num_envs * num_steps}).",
         )
         require(clip_coef > 0, f"clip_coef must be positive, got {clip_coef}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
         require(target_kl is None or target_kl > 0, f"target_kl must be positive or None, got {target_kl}.")
         self.build_agent()
         self._compiled_loss = None  # with compile=True, set in on_fit_start
@@ -155,7 +156,7 @@ class PPO(OnPolicyAlgorithm):
             if hp.target_kl is not None and self.trainer.strategy.reduce(stats["approx_kl"], reduce_op="mean") > hp.target_kl:
                 break
         lr = optimizer.param_groups[0]["lr"]
-        self.step_lr_schedulers("step")
+        step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
         self.log_metrics({
             "charts/learning_rate": lr,

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch.distributed as dist
 
 from lightrl.compat import local_checkpoint
 from lightrl.errors import NonFiniteError
 from lightrl.rng import rng_state, set_rng_state
+
+
+def attached_trainer(module: Any) -> Any:
+    """The Trainer ``module`` is attached to, or None (``LightningModule.trainer`` raises RuntimeError then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 def gather_ranks(state: dict[str, Any], world_size: int) -> list[dict[str, Any]]:
@@ -71,101 +80,131 @@ def wandb_run_id(trainer: Any) -> str | None:
     return None
 
 
-class Resumable:
-    """The checkpoint and guard half of :class:`~lightrl.algos.base.RLModule`.
+def checkpoint_metadata(module: Any) -> dict[str, Any]:
+    """``checkpoint["lightrl"]``: the run's identity (algorithm, env, spaces, W&B run) and its env-step counter."""
+    return {
+        "env_steps": module.env_steps,
+        "class_path": class_path(module),
+        "env_id": module.hparams.env_id,
+        "observation_space": repr(getattr(module, "observation_space", None)),
+        "action_space": repr(getattr(module, "action_space", None)),
+        "world_size": module.world_size,
+        "wandb_run_id": wandb_run_id(attached_trainer(module)),
+    }
 
-    ``on_save_checkpoint`` adds the run's identity and counters, and each rank's :meth:`rank_state`
-    (gathered over DDP ranks); ``on_load_checkpoint`` checks that the checkpoint fits this run and keeps
-    the rank states until :meth:`apply_resume_state` hands them back, just before the first collection.
-    :meth:`fail_nonfinite` saves the state from before a bad update and stops training.
+
+def checkpoint_dir(trainer: Any) -> str:
+    """Where a run's checkpoints go: the ModelCheckpoint's folder, else ``<default_root_dir>/checkpoints``."""
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.dirpath:
+        return str(callback.dirpath)
+    return os.path.join(trainer.default_root_dir, "checkpoints")
+
+
+class RankState:
+    """This process's part of a run that Lightning's checkpoint does not hold, with its own ``state_dict``.
+
+    The global torch, numpy and python RNG states, the experience source's state (the vector env with its
+    episodes in progress, and the replay buffer and its sampler) and the policy's exploration generator.
+    :meth:`save` gathers every rank's into ``checkpoint["lightrl_ranks"]``; :meth:`keep` holds a loaded
+    checkpoint's until :meth:`resume` restores them, at the first batch, once Lightning has set up.
+
+    Args:
+        module: The :class:`~lightrl.algos.base.RLModule` whose :attr:`source` and :attr:`policy` it saves.
     """
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the run's identity, its counters and every rank's state to ``checkpoint`` (Lightning hook)."""
-        checkpoint["lightrl"] = {
-            "env_steps": self.env_steps,
-            "class_path": class_path(self),
-            "env_id": self.hparams.env_id,
-            "observation_space": repr(getattr(self, "observation_space", None)),
-            "action_space": repr(getattr(self, "action_space", None)),
-            "world_size": self.world_size,
-            "wandb_run_id": wandb_run_id(self._trainer),
-        }
-        if self.collector is not None:  # fitting: add each rank's envs, RNGs and algorithm state
-            state = self.rank_state()
-            local = self._local_checkpoint or self.world_size == 1
-            checkpoint["lightrl_ranks"] = [state] if local else gather_ranks(state, self.world_size)
-        elif self._final_rank_state is not None and self.world_size == 1:  # after fit: the state it ended with
-            checkpoint["lightrl_ranks"] = [self._final_rank_state]
+    def __init__(self, module: Any):
+        self.module = module
+        #: The ranks' states of the checkpoint being resumed, until :meth:`resume`.
+        self.pending: list[dict[str, Any]] | None = None
+        #: The state a fit ended with, so that a checkpoint saved after ``fit`` can still continue the run.
+        self.final: dict[str, Any] | None = None
+        #: Set while one rank writes a checkpoint alone (:func:`save_local_checkpoint`): no collective then.
+        self.local_only = False
 
-    def rank_state(self) -> dict[str, Any]:
-        """This process's part of a checkpoint: RNG states and the collector (extend it in a subclass)."""
-        return {"rng": rng_state(), "collector": self.collector.state_dict()}
+    def state_dict(self) -> dict[str, Any]:
+        """This process's RNG states, its source's state and its policy's exploration generator."""
+        state = {"rng": rng_state(), **self.module.source.state_dict()}
+        exploration = self.module.policy.exploration
+        if exploration is not None:
+            state["explorer"] = exploration.generator.get_state()
+        return state
 
-    def load_rank_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`rank_state` (extend it in a subclass); the RNG states are restored last."""
-        self.collector.load_state_dict(state["collector"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the RNG states last."""
+        self.module.source.load_state_dict(state)
+        if "explorer" in state:
+            self.module.policy.exploration.generator.set_state(state["explorer"])
+        set_rng_state(state["rng"])
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check that ``checkpoint`` fits this run; keep its rank states for :meth:`apply_resume_state` (Lightning hook)."""
-        check_resume(self, checkpoint)
-        if self._trainer is not None and self.trainer.state.fn != "fit":
-            # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
-            checkpoint.pop("callbacks", None)
-        self.env_steps = checkpoint["lightrl"]["env_steps"]
-        self._resume_states = checkpoint.get("lightrl_ranks")
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        """Add every rank's state to ``checkpoint`` while fitting (a collective under DDP), or the one a fit ended with."""
+        module = self.module
+        if module.collecting:
+            state, world_size = self.state_dict(), module.world_size
+            checkpoint["lightrl_ranks"] = [state] if self.local_only or world_size == 1 else gather_ranks(state, world_size)
+        elif self.final is not None and module.world_size == 1:
+            checkpoint["lightrl_ranks"] = [self.final]
 
-    def apply_resume_state(self) -> None:
-        """Continue this rank's envs, RNGs and algorithm state from the checkpoint being resumed, if any."""
-        states, self._resume_states = self._resume_states, None
-        if states is None or self._trainer is None:
+    def keep(self, checkpoint: dict[str, Any]) -> None:
+        """Hold the rank states of a checkpoint being loaded for :meth:`resume`."""
+        self.pending = checkpoint.get("lightrl_ranks")
+
+    def resume(self) -> None:
+        """Continue this rank's envs, RNGs and storage from the checkpoint being resumed, if any."""
+        states, self.pending = self.pending, None
+        trainer = attached_trainer(self.module)
+        if states is None or trainer is None:
             return
-        if len(states) != self.world_size:
+        if len(states) != trainer.world_size:
             warnings.warn(
-                f"The checkpoint holds the state of {len(states)} process(es) and this run has {self.world_size}: "
+                f"The checkpoint holds the state of {len(states)} process(es) and this run has {trainer.world_size}: "
                 "weights, optimizer and counters are restored, envs restart from fresh episodes and RNGs are not restored.",
                 stacklevel=2,
             )
-            self.collector.load_state_dict({**self.collector.state_dict(), "obs": None, "envs": {"error": "world size changed"}})
+            self.module.source.forget_episodes()
             return
-        state = states[self.trainer.global_rank]
-        self.load_rank_state(state)
-        set_rng_state(state["rng"])
+        self.load_state_dict(states[trainer.global_rank])
 
-    def checkpoint_dir(self) -> str:
-        """Where this run's checkpoints go: the ModelCheckpoint's folder, else ``<default_root_dir>/checkpoints``."""
-        callback = self.trainer.checkpoint_callback
-        if callback is not None and callback.dirpath:
-            return str(callback.dirpath)
-        return os.path.join(self.trainer.default_root_dir, "checkpoints")
 
-    def save_local_checkpoint(self, filename: str) -> str | None:
-        """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on).
+def save_local_checkpoint(module: Any, filename: str) -> str | None:
+    """Write a checkpoint from this rank alone (no collective, so it is safe while other ranks run on).
 
-        Returns its path, or None where this Lightning version offers no way to (see
-        :func:`lightrl.compat.local_checkpoint`).
-        """
-        rank = self.trainer.global_rank
-        path = os.path.join(self.checkpoint_dir(), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
-        if self.world_size == 1:
-            self.trainer.save_checkpoint(path, weights_only=False)  # its only collective, a barrier, does nothing in one process
-            return path
-        self._local_checkpoint = True
-        try:
-            checkpoint = local_checkpoint(self.trainer)  # Trainer.save_checkpoint would wait for the other ranks
-        finally:
-            self._local_checkpoint = False
-        if checkpoint is None:
-            return None
-        self.trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+    Returns its path, or None where this Lightning version offers no way to (see
+    :func:`lightrl.compat.local_checkpoint`).
+    """
+    trainer = module.trainer
+    rank = trainer.global_rank
+    path = os.path.join(checkpoint_dir(trainer), filename if rank == 0 else filename.replace(".ckpt", f"-rank{rank}.ckpt"))
+    if trainer.world_size == 1:
+        trainer.save_checkpoint(path, weights_only=False)  # its only collective, a barrier, does nothing in one process
         return path
+    module.rank_state.local_only = True
+    try:
+        checkpoint = local_checkpoint(trainer)  # Trainer.save_checkpoint would wait for the other ranks
+    finally:
+        module.rank_state.local_only = False
+    if checkpoint is None:
+        return None
+    trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+    return path
 
-    def fail_nonfinite(self, what: str) -> None:
-        """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
-        where = f"{what} at env step {self.env_steps} ({type(self).__name__} on {self.hparams.env_id}, rank {self.trainer.global_rank})"
-        path = self.save_local_checkpoint("last.ckpt")
-        saved = f"the state from before it is saved in {path}" if path else "this Lightning version cannot save it from one rank"
-        raise NonFiniteError(
-            f"{where}. Training stopped before this update; {saved}. "
-            "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."
-        )
+
+@contextmanager
+def stop_on_nonfinite(module: Any) -> Iterator[None]:
+    """Collect inside this block: a NaN or Inf from the envs then saves the state and stops, as a bad loss does."""
+    try:
+        yield
+    except NonFiniteError as err:
+        fail_nonfinite(module, str(err))
+
+
+def fail_nonfinite(module: Any, what: str) -> None:
+    """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
+    where = f"{what} at env step {module.env_steps} ({type(module).__name__} on {module.hparams.env_id}, rank {module.trainer.global_rank})"
+    path = save_local_checkpoint(module, "last.ckpt")
+    saved = f"the state from before it is saved in {path}" if path else "this Lightning version cannot save it from one rank"
+    raise NonFiniteError(
+        f"{where}. Training stopped before this update; {saved}. "
+        "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."
+    )

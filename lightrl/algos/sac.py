@@ -7,17 +7,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightrl.algos.base import require
-from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous
+from lightrl.algos.base import require, require_widths
+from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous, twin_critic_metrics
 from lightrl.compile import maybe_compile
-from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target
+from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target, twin_q_loss
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
 from lightrl.nn.utils import frozen
 from lightrl.policies import SquashedGaussianPolicy
+from lightrl.rng import seeded
 
 
 def sac_critic_loss(
@@ -41,11 +41,7 @@ def sac_critic_loss(
         next_actions, next_log_pi = actor.sample(next_obs)
         next_q1, next_q2 = target_critic(next_obs, next_actions)
         target = sac_critic_target(next_q1, next_q2, next_log_pi, rewards, terminations, discounts, alpha).float()
-    qf1_a_values, qf2_a_values = critic(obs, actions)
-    qf1_a_values, qf2_a_values = qf1_a_values.float(), qf2_a_values.float()  # fp32 loss under autocast
-    qf1_loss = F.mse_loss(qf1_a_values, target)
-    qf2_loss = F.mse_loss(qf2_a_values, target)
-    return qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values
+    return twin_q_loss(*critic(obs, actions), target)
 
 
 def sac_policy_loss(actor: SquashedGaussianActor, critic: TwinQ, obs: Tensor, alpha: Tensor | float) -> tuple[Tensor, Tensor]:
@@ -136,11 +132,10 @@ class SAC(OffPolicyAlgorithm):
         require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
         require(target_network_frequency > 0, f"target_network_frequency must be a positive number of gradient steps, got {target_network_frequency}.")
         require(alpha >= 0, f"alpha must be non-negative, got {alpha}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        require_widths(hidden_sizes)
         obs_dim, action_space, encoder = check_continuous(self)
         action_dim = int(np.prod(action_space.shape))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             actor = SquashedGaussianActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, action_dim, hidden_sizes, encoder)
         self.policy = SquashedGaussianPolicy(actor, self.observation_space, action_space, learning_starts)
@@ -207,11 +202,7 @@ class SAC(OffPolicyAlgorithm):
                 polyak_update(*self._polyak_params, hp.tau)
 
         return {
-            "losses/qf1_values": qf1_a_values.detach().mean(),
-            "losses/qf2_values": qf2_a_values.detach().mean(),
-            "losses/qf1_loss": qf1_loss.detach(),
-            "losses/qf2_loss": qf2_loss.detach(),
-            "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+            **twin_critic_metrics(qf_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values),
             "losses/alpha": self.alpha,
             **self._actor_metrics,
         }

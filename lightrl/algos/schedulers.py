@@ -3,7 +3,7 @@
 Lightning steps no scheduler when a module optimizes manually, as lightrl's algorithms do, and it drops
 the ``monitor`` and ``strict`` keys of ``configure_optimizers``' scheduler configs (with a warning that
 they are ignored). lightrl keeps them instead (see :func:`keep_scheduler_monitors`) and steps every
-scheduler as Lightning would under automatic optimization (:meth:`RLModule.step_lr_schedulers`).
+scheduler as Lightning would under automatic optimization (:func:`step_lr_schedulers`).
 """
 
 from __future__ import annotations
@@ -67,47 +67,34 @@ def keep_scheduler_monitors(configure_optimizers: Callable[[Any], Any]) -> Calla
     return wrapper
 
 
-class ManualSchedulers:
-    """Steps the LR schedulers of a manually optimizing :class:`~lightrl.algos.base.RLModule` (see the module docstring).
+def step_lr_schedulers(module: Any, interval: str) -> None:
+    """Step ``module``'s LR schedulers configured with this ``interval``, as Lightning does under automatic optimization.
 
-    A subclass's ``configure_optimizers`` is wrapped by :func:`keep_scheduler_monitors` when the class is
-    defined, so that the monitors of its schedulers reach :meth:`step_lr_schedulers`.
+    lightrl's algorithms optimize manually, and Lightning then steps no scheduler itself. The
+    algorithms call this with ``"step"`` at the end of each ``training_step``; the module does so
+    with ``"epoch"`` at each epoch's end, after validation. A ``ReduceLROnPlateau`` steps on its
+    ``monitor`` (e.g. ``eval/return_mean``), and each scheduler honours its ``frequency``. The monitors
+    are those :func:`keep_scheduler_monitors` kept (``RLModule`` wraps every ``configure_optimizers``).
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
-        own = cls.__dict__.get("configure_optimizers")
-        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
-            cls.configure_optimizers = keep_scheduler_monitors(own)
-
-    def step_lr_schedulers(self, interval: str) -> None:
-        """Step the LR schedulers configured with this ``interval``, as Lightning does under automatic optimization.
-
-        lightrl's algorithms optimize manually, and Lightning then steps no scheduler itself. The
-        algorithms call this with ``"step"`` at the end of each ``training_step``; the module does so
-        with ``"epoch"`` at each epoch's end, after validation. A ``ReduceLROnPlateau`` steps on its
-        ``monitor`` (e.g. ``eval/return_mean``), and each scheduler honours its ``frequency``.
-        """
-        trainer = self.trainer
-        count = trainer.fit_loop.total_batch_idx if interval == "step" else trainer.current_epoch
-        for config in trainer.lr_scheduler_configs:
-            if config.interval != interval or (count + 1) % config.frequency:
+    trainer = module.trainer
+    count = trainer.fit_loop.total_batch_idx if interval == "step" else trainer.current_epoch
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != interval or (count + 1) % config.frequency:
+            continue
+        value = None
+        monitor, strict = module.scheduler_monitors.get(config.scheduler, (None, True))
+        if monitor is not None:
+            value = trainer.callback_metrics.get(monitor)
+            if value is None:
+                if strict:
+                    raise MisconfigurationException(
+                        f"The LR scheduler monitors {monitor!r}, which was not logged; logged metrics: "
+                        f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
+                    )
                 continue
-            value = None
-            monitor, strict = self.scheduler_monitors.get(config.scheduler, (None, True))
-            if monitor is not None:
-                value = trainer.callback_metrics.get(monitor)
-                if value is None:
-                    if strict:
-                        raise MisconfigurationException(
-                            f"The LR scheduler monitors {monitor!r}, which was not logged; logged metrics: "
-                            f"{sorted(trainer.callback_metrics)}. Validation logs eval/return_mean."
-                        )
-                    continue
-            elif isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                raise MisconfigurationException(
-                    'ReduceLROnPlateau needs a metric: return {"optimizer": ..., "lr_scheduler": {"scheduler": ..., '
-                    '"monitor": "eval/return_mean"}} from configure_optimizers.'
-                )
-            self.lr_scheduler_step(config.scheduler, value)
+        elif isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise MisconfigurationException(
+                'ReduceLROnPlateau needs a metric: return {"optimizer": ..., "lr_scheduler": {"scheduler": ..., '
+                '"monitor": "eval/return_mean"}} from configure_optimizers.'
+            )
+        module.lr_scheduler_step(config.scheduler, value)

@@ -7,17 +7,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import require
-from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous
+from lightrl.algos.base import require, require_widths
+from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous, twin_critic_metrics
 from lightrl.compile import maybe_compile
-from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3_target
+from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3_target, twin_q_loss
 from lightrl.nn.q_networks import DeterministicActor, TwinQ
 from lightrl.nn.utils import frozen
 from lightrl.policies import GaussianNoisePolicy
+from lightrl.rng import seeded
 
 
 def td3_critic_loss(
@@ -44,11 +44,7 @@ def td3_critic_loss(
         next_actions = smoothed_target_action(target_actor(next_obs), policy_noise, noise_clip, low, high)
         next_q1, next_q2 = target_critic(next_obs, next_actions)
         target = td3_target(next_q1, next_q2, rewards, terminations, discounts).float()
-    qf1_a_values, qf2_a_values = critic(obs, actions)
-    qf1_a_values, qf2_a_values = qf1_a_values.float(), qf2_a_values.float()  # fp32 loss under autocast
-    qf1_loss = F.mse_loss(qf1_a_values, target)
-    qf2_loss = F.mse_loss(qf2_a_values, target)
-    return qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values
+    return twin_q_loss(*critic(obs, actions), target)
 
 
 def td3_policy_loss(actor: DeterministicActor, critic: TwinQ, obs: Tensor) -> Tensor:
@@ -128,10 +124,9 @@ class TD3(OffPolicyAlgorithm):
         require(policy_noise >= 0 and noise_clip >= 0, f"policy_noise and noise_clip must be non-negative, got {policy_noise} and {noise_clip}.")
         require(exploration_noise >= 0, f"exploration_noise must be non-negative, got {exploration_noise}.")
         require(policy_frequency > 0, f"policy_frequency must be a positive number of gradient steps, got {policy_frequency}.")
-        require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+        require_widths(hidden_sizes)
         obs_dim, action_space, encoder = check_continuous(self)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+        with seeded(self.hparams.seed):
             actor = DeterministicActor(obs_dim, action_space, hidden_sizes, encoder)
             self.critic = TwinQ(obs_dim, int(np.prod(action_space.shape)), hidden_sizes, encoder)
         self.policy = GaussianNoisePolicy(actor, self.observation_space, action_space, exploration_noise, learning_starts)
@@ -193,10 +188,6 @@ class TD3(OffPolicyAlgorithm):
                 polyak_update(*self._polyak_params, hp.tau)
 
         return {
-            "losses/qf1_values": qf1_a_values.detach().mean(),
-            "losses/qf2_values": qf2_a_values.detach().mean(),
-            "losses/qf1_loss": qf1_loss.detach(),
-            "losses/qf2_loss": qf2_loss.detach(),
-            "losses/qf_loss": qf_loss.detach() / 2.0,  # the mean of the two, as CleanRL logs it
+            **twin_critic_metrics(qf_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values),
             **self._actor_metrics,
         }

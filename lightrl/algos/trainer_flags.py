@@ -15,10 +15,8 @@ class UnsupportedTrainerFlag(MisconfigurationException):
 
 
 def batch_setting(module: Any) -> str:
-    """The hyperparameters that set how much experience one update sees."""
-    if "train_frequency" in module.hparams:
-        return "batch_size, or gradient_steps per train_frequency"
-    return "num_envs * num_steps per rollout (and num_minibatches)"
+    """The hyperparameters that set how much experience one update sees: the algorithm family's ``batch_setting``."""
+    return getattr(module, "batch_setting", "the size of the batches your training_step takes")
 
 
 def check_trainer_flags(trainer: Any, module: Any) -> None:
@@ -36,7 +34,7 @@ def check_trainer_flags(trainer: Any, module: Any) -> None:
     if trainer.state.fn != TrainerFn.FITTING:  # validate, test and predict neither optimize nor collect
         return
     name = type(module).__name__
-    clip = "max_grad_norm" if "max_grad_norm" in module.hparams else "a clip in your training_step (torch.nn.utils.clip_grad_norm_)"
+    clip = "max_grad_norm"
     problems = []
     if trainer.gradient_clip_val:
         problems.append(f"Trainer(gradient_clip_val={trainer.gradient_clip_val}) does not apply to {name}: set its {clip} instead.")

@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightrl.callbacks.collector import CloseCollectorOnException
+from lightrl.callbacks.collector import CloseSourceOnException
 from lightrl.callbacks.interrupt import SaveOnInterrupt, TrainingInterrupted
 from lightrl.callbacks.progress import EnvStepProgressBar, EnvStepRichProgressBar
 from lightrl.checkpoint_io import AtomicCheckpoints
@@ -80,7 +80,7 @@ def default_callbacks(module) -> list[Callback]:
     - Lightning's TQDM or Rich bar becomes its env-step version.
     - Lightning's default ``ModelCheckpoint`` becomes :func:`default_checkpoints`' two (the best by
       ``eval/return_mean``, and ``last.ckpt`` every epoch). A ``ModelCheckpoint`` configured by you is kept as it is.
-    - :class:`SaveOnInterrupt` and :class:`~lightrl.callbacks.collector.CloseCollectorOnException`, unless the
+    - :class:`SaveOnInterrupt` and :class:`~lightrl.callbacks.collector.CloseSourceOnException`, unless the
       Trainer already has them (a Trainer used for a second ``fit`` keeps the first one's).
     - :class:`~lightrl.checkpoint_io.AtomicCheckpoints`: checkpoint files are written atomically.
     """
@@ -95,7 +95,7 @@ def default_callbacks(module) -> list[Callback]:
     checkpoints = [c for c in present if isinstance(c, ModelCheckpoint)]
     if len(checkpoints) == 1 and is_default_checkpoint(checkpoints[0]):
         callbacks.extend(default_checkpoints(validation=trainer.limit_val_batches != 0))
-    for kind in (SaveOnInterrupt, CloseCollectorOnException, AtomicCheckpoints):  # a Trainer used again keeps those of its first run
+    for kind in (SaveOnInterrupt, CloseSourceOnException, AtomicCheckpoints):  # a Trainer used again keeps those of its first run
         if not any(isinstance(c, kind) for c in present):
             callbacks.append(kind())
     return callbacks

@@ -7,12 +7,13 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 
-class CloseCollectorOnException(Callback):
-    """Closes the module's collector when ``fit`` fails: Lightning then skips the module's ``teardown``.
+class CloseSourceOnException(Callback):
+    """Closes the module's experience source when ``fit`` fails: Lightning then skips the module's ``teardown``.
 
     Without it a failed fit would leave the async actor process (or ``vectorization="async"`` workers)
-    running. lightrl modules add it themselves; it calls the module's ``close_collector()``.
+    running. lightrl modules add it themselves; it closes the module's ``source``.
     """
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        pl_module.close_collector()
+        if pl_module.collecting:
+            pl_module.source.close()

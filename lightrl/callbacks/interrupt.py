@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from lightrl.algos.resume import checkpoint_dir
+
 
 class TrainingInterrupted(SystemExit):
     """Raised after the interrupt checkpoint is saved; exits with ``128 + signal number`` (130 for Ctrl-C)."""
@@ -54,7 +56,7 @@ class SaveOnInterrupt(Callback):
         if not stop:
             return
         signum = self.received or signal.SIGTERM
-        self.checkpoint_path = f"{pl_module.checkpoint_dir()}/last.ckpt"
+        self.checkpoint_path = f"{checkpoint_dir(trainer)}/last.ckpt"
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # the whole state, to resume from
         if trainer.is_global_zero:
             print(f"lightrl: stopped at env step {pl_module.env_steps}; checkpoint saved to {self.checkpoint_path}. "

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 def env_step_metrics(pl_module: L.LightningModule) -> dict[str, str]:
     """SPS and the mean return of the last 100 episodes, as the bars show them."""
     metrics = {"SPS": f"{pl_module.sps:.0f}"}
-    recent = pl_module.collector.recent_returns if pl_module.collector is not None else ()
+    recent = pl_module.source.recent_returns if pl_module.collecting else ()
     if recent:
         metrics["return"] = f"{sum(recent) / len(recent):.1f}"
     return metrics
@@ -21,12 +21,15 @@ def planned_env_steps(pl_module: L.LightningModule) -> int:
     """The env steps the run will have taken when it stops: ``total_timesteps`` rounded up to what one step adds.
 
     On-policy algorithms collect whole rollouts (``env_steps_per_batch``); the others stop after the vector
-    step that reaches the budget (``steps_per_env_step``). Never less than the steps already taken.
+    step that reaches the budget (the source's ``spec.steps_per_env_step``). Never less than the steps already taken.
     """
     from lightrl.algos.on_policy import OnPolicyAlgorithm  # here: the algorithms import the callbacks
 
     total, done = pl_module.hparams.total_timesteps, pl_module.env_steps
-    unit = pl_module.env_steps_per_batch if isinstance(pl_module, OnPolicyAlgorithm) else getattr(pl_module, "steps_per_env_step", 1)
+    if isinstance(pl_module, OnPolicyAlgorithm):
+        unit = pl_module.env_steps_per_batch
+    else:  # one vector step of every rank: the source's spec, while fitting
+        unit = pl_module.source.spec.steps_per_env_step if getattr(pl_module, "collecting", False) else 1
     return max(-(-total // unit) * unit if unit else total, done)
 
 

@@ -112,15 +112,14 @@ class CollectorSpec:
 class Collector(EpisodeStats):
     """Steps a vector env, keeps the current observation and the statistics of finished episodes.
 
-    It belongs to the algorithm module, not to a dataloader iterator, so episodes in progress survive
-    Lightning re-creating the iterator. :meth:`collect` makes experience with a policy (rollouts or
-    transitions, see :mod:`lightrl.data.experience`); :class:`~lightrl.data.async_collector.AsyncCollector`
-    offers the same interface with the envs in another process.
+    It belongs to the algorithm's experience source (:mod:`lightrl.data.source`), not to a dataloader
+    iterator, so episodes in progress survive Lightning re-creating the iterator. The sources' collect
+    loops step it, in the training process or in the async actor process.
 
     Args:
         envs: A vector env made by :func:`lightrl.envs.make_vec_env` (SAME_STEP autoreset).
         device: Where observations and rewards are put.
-        timer: Where :meth:`collect` records its time (``inference``, ``env_step``, ``data``).
+        timer: Where the collect loops record their time (``inference``, ``env_step``, ``data``).
         acting_context: Returns the context the policy acts in (the Trainer's precision); none by default.
         reward_normalizer: Scales the rewards that :meth:`step` returns (``normalize_reward=True``); the episode
             statistics stay raw.
@@ -162,27 +161,6 @@ class Collector(EpisodeStats):
     def _tensor(self, array: Any, dtype: torch.dtype) -> Tensor:
         x = torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.as_tensor(array)  # from_numpy: no dtype inference
         return x.to(device=self.device, dtype=dtype)
-
-    @classmethod
-    def from_spec(
-        cls,
-        spec: CollectorSpec,
-        device: torch.device | str = "cpu",
-        timer: IterationTimer | None = None,
-        acting_context: Callable[[], ContextManager] = nullcontext,
-    ) -> Collector:
-        """A collector over the envs that ``spec`` describes, made now."""
-        return cls(spec.make_envs(), device, timer, acting_context, spec.reward_normalizer())
-
-    def start(self, policy: Any, env_steps: int) -> None:
-        """Called before the first batch of a fit; the envs are already here, so nothing to do."""
-
-    def collect(self, experience: Any, policy: Any, env_steps: int) -> Any:
-        """One piece of ``experience`` (a rollout, a transition) made with ``policy`` at global env step ``env_steps``."""
-        return experience.collect(policy, self, env_steps)
-
-    def publish(self, policy: Any) -> None:
-        """Called after each training step; the policy acting here is the trained one, so nothing to do."""
 
     def reset(self) -> Observations:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""

@@ -120,26 +120,6 @@ def dqn_loss(q_taken: Tensor, target: Tensor, loss: str = "huber") -> tuple[Tens
     return value, diagnostics
 
 
-def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
-    """Value that goes linearly from ``start_e`` at ``t = 0`` to ``end_e`` at ``t = duration``, then stays.
-
-    Example::
-
-        >>> linear_schedule(1.0, 0.1, duration=10, t=5)
-        0.55
-
-    Raises:
-        ValueError: if ``duration <= 0`` or ``t < 0``.
-    """
-    if duration <= 0:
-        raise ValueError(f"duration must be positive, got {duration}.")
-    if t < 0:
-        raise ValueError(f"t must be non-negative, got {t}.")
-    slope = (end_e - start_e) / duration
-    value = slope * t + start_e
-    return max(value, end_e) if end_e <= start_e else min(value, end_e)
-
-
 def polyak_update(target_params: Iterable[Tensor], online_params: Iterable[Tensor], tau: float) -> None:
     """In place, ``target = (1 - tau) * target + tau * online``; ``tau = 1`` copies the online parameters.
 
@@ -215,6 +195,17 @@ def sac_alpha_loss(log_alpha: Tensor, log_pi: Tensor, target_entropy: float) -> 
     ``log_pi`` is detached: this loss only trains ``log_alpha``.
     """
     return (-log_alpha.exp() * (log_pi + target_entropy).detach()).mean()
+
+
+def twin_q_loss(qf1_a_values: Tensor, qf2_a_values: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both critics regressed on one target (SAC, TD3): ``(qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_values, qf2_values)``.
+
+    The values are cast to fp32 first, so that the loss is in full precision under autocast.
+    """
+    qf1_a_values, qf2_a_values = qf1_a_values.float(), qf2_a_values.float()
+    qf1_loss = F.mse_loss(qf1_a_values, target)
+    qf2_loss = F.mse_loss(qf2_a_values, target)
+    return qf1_loss + qf2_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values
 
 
 def td3_target(

@@ -8,9 +8,28 @@ from torch import Tensor
 
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import leading_tensor
-from lightrl.losses.q_learning import linear_schedule
 from lightrl.nn.q_networks import DeterministicActor, QNetwork, SquashedGaussianActor
 from lightrl.policies.base import ExploringPolicy
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int) -> float:
+    """Value that goes linearly from ``start_e`` at ``t = 0`` to ``end_e`` at ``t = duration``, then stays.
+
+    Example::
+
+        >>> linear_schedule(1.0, 0.1, duration=10, t=5)
+        0.55
+
+    Raises:
+        ValueError: if ``duration <= 0`` or ``t < 0``.
+    """
+    if duration <= 0:
+        raise ValueError(f"duration must be positive, got {duration}.")
+    if t < 0:
+        raise ValueError(f"t must be non-negative, got {t}.")
+    slope = (end_e - start_e) / duration
+    value = slope * t + start_e
+    return max(value, end_e) if end_e <= start_e else min(value, end_e)
 
 
 class EpsilonGreedyPolicy(ExploringPolicy):

@@ -1,10 +1,11 @@
 """``collector="async"``: an actor process steps the envs and acts while the learner trains.
 
 The actor process gets a copy of the algorithm's :class:`~lightrl.policies.Policy` (with its exploration
-state) and of its experience (:class:`~lightrl.data.experience.Rollouts` or
-:class:`~lightrl.data.experience.Transitions`), never the LightningModule. It makes its vector env as the
-sync path makes it (:class:`~lightrl.data.collector.CollectorSpec`: ``make_vec_env(seed, rank)``) and runs
-the same experience code, so seeds and exploration are those of a sync run. Its policy's weights are
+state) and of its experience source (:class:`~lightrl.data.rollout_source.RolloutSource` or
+:class:`~lightrl.data.replay_source.ReplaySource`, without their envs and storage), never the
+LightningModule. It makes its vector env as the sync path makes it
+(:class:`~lightrl.data.collector.CollectorSpec`: ``make_vec_env(seed, rank)``) and runs the source's
+``collect``, so seeds and exploration are those of a sync run. Its policy's weights are
 refreshed from copies in torch shared memory, which the learner overwrites after each training step
 under a lock, bumping a version counter. Experience travels back through a bounded queue as numpy arrays:
 
@@ -28,14 +29,12 @@ from __future__ import annotations
 import copy
 import os
 import queue as queue_module
-import random
 import signal
 import traceback
 import warnings
 import weakref
 from collections import deque
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +45,7 @@ from lightrl.data.collector import Collector, CollectorSpec, EpisodeStats
 from lightrl.envs.autoreset import warn_env_state_lost
 from lightrl.errors import NonFiniteError
 from lightrl.policies import Policy
-from lightrl.timing import IterationTimer
+from lightrl.rng import seed_all
 
 #: ``spawn``: the learner has started torch's OpenMP threads by the time the actor starts, and a forked
 #: child of a multi-threaded process may deadlock. Spawn costs a few seconds of imports, once per fit.
@@ -56,39 +55,26 @@ QUEUE_CHUNKS = 2
 NO_ENV_STATE = {"error": "collector='async' keeps its envs in the actor process"}
 
 
-class AsyncCollector(EpisodeStats):
+class AsyncActor(EpisodeStats):
     """The learner's end of the actor process: receives experience, publishes weights, shuts it down.
 
-    Offers :class:`~lightrl.data.collector.Collector`'s interface to the algorithm (:meth:`start`,
-    :meth:`collect`, :meth:`publish`, episode statistics, ``state_dict``, ``close``), with the envs in
-    the actor process.
+    A source (:class:`~lightrl.data.source.EnvSource`) holds one in place of its envs with
+    ``collector="async"``. The actor acts in full precision, on the CPU, timed apart from the learner.
 
     Args:
         spec: The envs, rank, world size and budget.
-        policy: Not copied yet: :meth:`start` copies it, after a checkpoint being resumed has been loaded.
-        experience: What the actor collects (:class:`~lightrl.data.experience.Rollouts` or
-            :class:`~lightrl.data.experience.Transitions`); the actor gets a copy.
+        source: What the actor collects with (its ``collect``); the actor gets a copy without envs or storage.
         device: Where received tensors are put.
-        timer: Unused (the actor's time is its own); accepted for the collector interface.
-        acting_context: Unused (the actor acts in full precision); accepted for the collector interface.
     """
 
-    def __init__(
-        self,
-        spec: CollectorSpec,
-        policy: Policy,
-        experience: Any,
-        device: torch.device | str = "cpu",
-        timer: IterationTimer | None = None,
-        acting_context: Callable[[], ContextManager] = nullcontext,
-    ):
+    def __init__(self, spec: CollectorSpec, source: Any, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         super().__init__()
         self.obs = None  # the current observation lives in the actor process
         self.resumed = False
-        self.spec, self.experience = spec, experience
+        self.spec, self.source = spec, source
         self._ctx = mp.get_context(START_METHOD)
-        self._lockstep = experience.lockstep
+        self._lockstep = source.lockstep
         self._shared: list[Policy] = []
         self._version = self._ctx.Value("q", 0)
         # Lockstep: rollout k waits for k - 1 published updates (two credits to start, one per update).
@@ -119,7 +105,7 @@ class AsyncCollector(EpisodeStats):
         # Version v in slot v % 2, so that in lockstep the actor can read version k - 1 while v = k + 1 is written.
         slots = 2 if self._lockstep else 1
         self._shared = [copy.deepcopy(policy).cpu().share_memory() for _ in range(slots)]
-        args = (self.spec, self.experience, self._shared, self._version, self._credits, self._queue, self._stop,
+        args = (self.spec, self.source, self._shared, self._version, self._credits, self._queue, self._stop,
                 env_steps, self.resumed, os.getpid())  # fmt: skip
         self._process = self._ctx.Process(target=actor_main, args=args, name="lightrl-actor", daemon=True)
         self._process.start()
@@ -133,7 +119,7 @@ class AsyncCollector(EpisodeStats):
         if self._credits is not None:
             self._credits.release()
 
-    def _receive(self) -> list[Any]:
+    def _next_message(self) -> list[Any]:
         while True:
             try:
                 kind, payload, episodes = self._queue.get(timeout=1.0)
@@ -150,10 +136,10 @@ class AsyncCollector(EpisodeStats):
         self.add_episodes(*episodes)
         return payload
 
-    def collect(self, experience: Any, policy: Policy, env_steps: int) -> Any:
-        """The next piece of experience from the actor (the learner's ``experience`` and ``policy`` act there, as copies)."""
+    def receive(self) -> Any:
+        """The next piece of experience from the actor, as tensors on :attr:`device`."""
         if not self._pending:
-            self._pending.extend(self._receive())
+            self._pending.extend(self._next_message())
         return to_tensors(self._pending.popleft(), self.device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -228,15 +214,8 @@ def copy_state(target: nn.Module, source: nn.Module) -> None:
             t.copy_(s)
 
 
-#: The collector of each ``collector=`` value, made by ``factory(spec, policy, experience, device, timer, acting_context)``.
-COLLECTORS: dict[str, Callable[..., Any]] = {
-    "sync": lambda spec, policy, experience, *args: Collector.from_spec(spec, *args),
-    "async": AsyncCollector,
-}
-
-
 # ----------------------------------------------------------------------------- the actor process
-def actor_main(spec, experience, shared, version, credits, queue, stop, env_steps, resumed, parent) -> None:
+def actor_main(spec, source, shared, version, credits, queue, stop, env_steps, resumed, parent) -> None:
     """Entry point of the actor process: collect until the budget is reached or the learner says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the learner decides
     torch.set_num_threads(1)
@@ -277,10 +256,7 @@ def actor_main(spec, experience, shared, version, credits, queue, stop, env_step
             copy_state(policy, shared[seen % len(shared)])
 
     try:
-        seed = spec.seed + spec.rank
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_all(spec.seed + spec.rank)
         envs = spec.make_envs()
         if resumed:  # the learner warned: fresh episodes with seeds that differ from the run's first ones
             with warnings.catch_warnings():
@@ -289,11 +265,11 @@ def actor_main(spec, experience, shared, version, credits, queue, stop, env_step
             if policy.exploration is not None:  # nor replay the exploration of the run's start
                 policy.exploration.reseed(policy.exploration.seed + env_steps)
         collector = Collector(envs, "cpu", reward_normalizer=spec.reward_normalizer())
-        chunk = experience.chunk(spec.steps_per_env_step)
-        env_steps_per_collect = experience.vector_steps() * spec.steps_per_env_step
+        chunk = source.chunk()
+        env_steps_per_collect = source.vector_steps() * spec.steps_per_env_step
         batches = 0
         while env_steps < spec.total_timesteps and not stop.is_set():
-            if experience.lockstep:
+            if source.lockstep:
                 if not wait_credit():
                     break
                 refresh(max(batches - 1, 0))
@@ -301,7 +277,7 @@ def actor_main(spec, experience, shared, version, credits, queue, stop, env_step
                 refresh()
             pieces = []
             for _ in range(chunk):
-                pieces.append(to_numpy(experience.collect(policy, collector, env_steps)))
+                pieces.append(to_numpy(source.collect(policy, collector, env_steps)))
                 env_steps += env_steps_per_collect
                 if env_steps >= spec.total_timesteps:
                     break
