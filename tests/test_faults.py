@@ -90,7 +90,7 @@ class KillEnvWorker(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.processes is None and pl_module.env_steps >= self.at:
-            self.processes = list(pl_module.collector.envs.env.unwrapped.processes)
+            self.processes = list(pl_module.source.collector.envs.env.unwrapped.processes)
             os.kill(self.processes[1].pid, signal.SIGKILL)
 
 
