@@ -41,7 +41,7 @@ from lightrl.compat import CkptPathHook
 from lightrl.deploy import FORMATS, export
 from lightrl.errors import EnvError, EnvWorkerDied, NonFiniteError
 from lightrl.evaluation import evaluate
-from lightrl.safe_checkpoint import check_wrappers
+from lightrl.safe_checkpoint import check_wrappers, load_checkpoint
 from lightrl.utils import load_module
 
 #: What each subcommand does, for ``lightrl --help``.
@@ -283,7 +283,7 @@ def last_checkpoints(roots: Sequence[Path]) -> list[Path]:
 def run_of(path: Path) -> tuple[str | None, str | None]:
     """The class path and env id of the run that wrote a checkpoint ((None, None) if it cannot be read)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        checkpoint = load_checkpoint(path, mmap=True)
     except Exception:  # a truncated or foreign file is no candidate
         return None, None
     return checkpoint.get("lightrl", {}).get("class_path"), checkpoint.get("hyper_parameters", {}).get("env_id")
@@ -329,7 +329,7 @@ def resolve_ckpt_path(ckpt_path: str, roots: Sequence[Path]) -> str | None:
 def read_checkpoint(path: str) -> dict:
     """Load a checkpoint's contents (memory-mapped, so cheap), or raise UsageError naming the path."""
     try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        return load_checkpoint(path, mmap=True)
     except Exception as err:  # truncated zip, wrong format, foreign pickle: all mean "cannot resume from this"
         prev = previous_version(path)
         fallback = f" The version before it is kept: resume with --ckpt_path {str(prev)!r}." if prev else ""

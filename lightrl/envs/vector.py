@@ -306,12 +306,13 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         back as fresh simulations.
         """
         vector = self.env.unwrapped
+        space = pickle.dumps(self.env.action_space.np_random.bit_generator.state)
         if not isinstance(vector, gym.vector.SyncVectorEnv):
             native = getattr(vector, "get_state", None)  # a native vector env that can save itself (SameStepCartPole)
             if native is None:
                 return {"error": f"{type(vector).__name__} keeps its sub-envs in worker processes"}
             state = native()
-            return state if "error" in state else sign_env_state({**state, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)})
+            return state if "error" in state else sign_env_state({**state, "action_space": space})
         rebuilt = [type(env.unwrapped).__name__ for env in vector.envs if isinstance(env.unwrapped, gym.utils.EzPickle)]
         if rebuilt:  # e.g. every MuJoCo env: its pickle would restore a fresh simulation, not the episode in progress
             return {"error": f"{rebuilt[0]} pickles as its constructor arguments (gymnasium.utils.EzPickle), not its state"}
@@ -321,7 +322,7 @@ class SeededVectorEnv(gym.vector.VectorWrapper):
         except Exception as err:  # any env attribute may refuse pickling (C++ handles, open files, sockets)
             return {"error": f"{type(vector.envs[0].unwrapped).__name__} cannot be pickled ({type(err).__name__}: {err})"}
         # Signed, so that resume unpickles only what this user's processes wrote (lightrl.safe_checkpoint).
-        return sign_env_state({"envs": envs, "action_space": pickle.dumps(self.env.action_space.np_random.bit_generator.state)})
+        return sign_env_state({"envs": envs, "action_space": space})
 
     def set_state(self, state: dict[str, Any]) -> bool:
         """Restore what :meth:`get_state` captured; warn and return False if that was not possible.
