@@ -18,6 +18,17 @@ from lightning.pytorch.callbacks import Timer
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 
 
+def batches_per_epoch(module: Any) -> int | None:
+    """``module.batches_per_epoch``: ``timesteps_per_epoch`` rounded to whole training batches (at least one).
+
+    None if the algorithm's batches vary in size (``env_steps_per_batch`` is None): its run is then one epoch.
+    """
+    per_batch = module.env_steps_per_batch
+    if per_batch is None:
+        return None
+    return max(1, round(module.hparams.timesteps_per_epoch / per_batch))
+
+
 def batches_needed(module: Any) -> int | None:
     """Training batches from env step 0 to ``total_timesteps`` (None if the algorithm's batches vary in size)."""
     per_batch = module.env_steps_per_batch

@@ -222,3 +222,25 @@ class RewardNormalizer:
         """Restore :meth:`state_dict`."""
         self.returns = state["returns"].numpy().astype(np.float64)
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
+def setup_normalization(module: Any) -> None:
+    """``module.setup_normalization()``: give ``module.policy`` its observation normalizer with ``normalize_obs``.
+
+    An algorithm calls it once its policy is built (in ``__init__``), so that the statistics are in the state_dict.
+    """
+    if module.hparams.normalize_obs:
+        module.policy.normalize_observations(module.hparams.clip_obs)
+
+
+def sync_obs_statistics(module: Any) -> None:
+    """``module.sync_obs_statistics()``: merge the observations every rank accumulated into the policy's statistics.
+
+    A collective with DDP: every rank calls it at the same point (all ranks run the same number of batches),
+    and every rank ends with the same statistics.
+    """
+    normalizer = module.policy.obs_normalizer
+    if normalizer is None:
+        return
+    reduce = (lambda t: module.trainer.strategy.reduce(t, reduce_op="sum")) if module.world_size > 1 else None
+    normalizer.sync(reduce)

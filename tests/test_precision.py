@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import lightrl
+from lightrl.algos.precision import optimizer_iteration
 from lightrl.nn.cnn import NatureCNN
 
 
@@ -85,7 +86,7 @@ def test_optimizer_iteration_updates_the_scaler_once_and_reports_skipped_steps()
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
     opt_a, opt_b = torch.optim.SGD([a], lr=0.5), torch.optim.SGD([b], lr=0.5)
 
-    with model.optimizer_iteration() as iteration:
+    with optimizer_iteration(model) as iteration:
         for param, opt in ((a, opt_a), (b, opt_b)):
             scaler.scale((param * param).sum()).backward()
             scaler.step(opt)
@@ -95,7 +96,7 @@ def test_optimizer_iteration_updates_the_scaler_once_and_reports_skipped_steps()
     assert torch.equal(a.detach(), torch.zeros(2)) and torch.equal(b.detach(), torch.zeros(2))
 
     opt_a.zero_grad()
-    with model.optimizer_iteration() as iteration:
+    with optimizer_iteration(model) as iteration:
         scaler.scale((a * float("inf")).sum()).backward()
         scaler.step(opt_a)
     assert iteration.skipped and model.skipped_optimizer_steps == 1
@@ -105,7 +106,7 @@ def test_optimizer_iteration_updates_the_scaler_once_and_reports_skipped_steps()
 
 def test_optimizer_iteration_without_scaler_is_a_no_op():
     model = lightrl.PPO("CartPole-v1")
-    with model.optimizer_iteration() as iteration:
+    with optimizer_iteration(model) as iteration:
         pass
     assert not iteration.skipped and model.skipped_optimizer_steps == 0
 

@@ -6,8 +6,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from lightrl.algos.base import require
+from lightrl.algos.checks import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
+from lightrl.algos.ppo import build_actor_critic, linear_lr_schedule
 from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import normalize, policy_gradient_loss, value_loss
 
@@ -57,11 +58,11 @@ class A2C(OnPolicyAlgorithm):
                          hidden_sizes=hidden_sizes, max_grad_norm=max_grad_norm, **kwargs)  # fmt: skip
         self.automatic_optimization = False
         require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}.")
-        self.build_agent()
+        build_actor_critic(self)
 
     def configure_optimizers(self):
         optimizer = torch.optim.RMSprop(self.agent.parameters(), lr=self.hparams.learning_rate, alpha=0.99, eps=1e-5)
-        return {"optimizer": optimizer, "lr_scheduler": self.linear_lr_schedule(optimizer, self.hparams.anneal_lr)}
+        return {"optimizer": optimizer, "lr_scheduler": linear_lr_schedule(optimizer, self.num_iterations, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)

@@ -1,143 +1,94 @@
-"""``RLModule``: the LightningModule every lightrl algorithm is built on."""
+"""``RLModule``: the LightningModule every lightrl algorithm is built on.
+
+What it hands to other objects and modules: hyperparameter and space checks (:mod:`lightrl.algos.checks`), the
+experience source (:mod:`lightrl.data.source`, made in ``setup``), per-rank state in checkpoints
+(:class:`~lightrl.algos.resume.RankState`), logging (:mod:`lightrl.algos.training_log`), precision and
+non-finite guards (:mod:`lightrl.algos.precision`), evaluation (:mod:`lightrl.algos.evaluation_steps`) and LR
+schedulers (:mod:`lightrl.algos.schedulers`).
+"""
 
 from __future__ import annotations
 
-import math
-import os
 import time
-import warnings
-from contextlib import contextmanager
+from functools import partial
 from typing import Any, Iterator, Sequence
 
 import lightning as L
 import torch
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from lightrl import budget, normalize
+from lightrl.algos import checks, precision, training_log
 from lightrl.algos import evaluation_steps as evaluation
-from lightrl.algos.resume import RankState, attached_trainer, check_resume, checkpoint_dir, checkpoint_metadata, fail_nonfinite
+from lightrl.algos.checks import check_base_hyperparameters, check_normalization
+from lightrl.algos.resume import RankState, attached_trainer, load_run_state, save_run_state
 from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
 from lightrl.algos.trainer_flags import check_trainer_flags
 from lightrl.callbacks import default_callbacks
 from lightrl.data.collector import CollectorSpec
-from lightrl.data.datasets import evaluation_loader, experience_loader
-from lightrl.data.source import COLLECTOR_MODES, EnvSource
-from lightrl.envs.checks import require_video_support, run_env_checker
-from lightrl.envs.spaces import check_action_space, check_observation_space
-from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
-from lightrl.optim import OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
+from lightrl.data.datasets import experience_loader
+from lightrl.data.source import EnvSource
+from lightrl.envs.vector import resolve_wrappers, wrapper_spec
 from lightrl.policies import Policy
 from lightrl.rng import seed_all
 from lightrl.threads import share_cpu_threads
 from lightrl.timing import IterationTimer
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``condition`` holds: hyperparameter checks, before any env exists."""
-    if not condition:
-        raise ValueError(message)
-
-
-def require_widths(hidden_sizes: Sequence[int]) -> None:
-    """Raise ``ValueError`` unless ``hidden_sizes`` is a non-empty list of positive layer widths."""
-    require(len(hidden_sizes) > 0 and all(h > 0 for h in hidden_sizes), f"hidden_sizes must be positive widths, got {hidden_sizes}.")
+def collector_spec(module: RLModule) -> CollectorSpec:
+    """What this rank's envs are: ``module``'s env hyperparameters, its rank and the world size."""
+    hp = module.hparams
+    return CollectorSpec(
+        hp.env_id, hp.num_envs, hp.seed, module.trainer.global_rank, module.world_size, hp.vectorization, hp.env_kwargs,
+        hp.total_timesteps, env_wrappers=tuple(hp.env_wrappers or ()),
+        reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
+    )  # fmt: skip
 
 
 class RLModule(L.LightningModule):
     """Base of every lightrl algorithm: envs, experience dataloader, env-step budget, logging.
 
-    A subclass builds its networks in ``__init__`` (after calling ``super().__init__`` and
-    :meth:`probe_spaces`), with the acting ones inside its :attr:`policy` (a :class:`~lightrl.policies.Policy`:
-    what collectors, evaluation and :func:`lightrl.export` act with), and implements :meth:`generate_batches`
-    (what the dataloader yields), ``training_step(self, dataloader_iter)`` (which takes its batch with
-    :meth:`next_batch`) and ``configure_optimizers``. The Trainer owns precision, devices
-    and strategy. ``total_timesteps`` counts env steps over all sub-envs and all DDP ranks; training
-    stops once :attr:`env_steps` reaches it, so no ``max_steps`` is needed.
-
-    Hyperparameters are recorded from the ``__init__`` signatures (``save_hyperparameters``, and
-    LightningCLI's parser), so a subclass should pass to ``super().__init__`` only its own arguments and
-    ``**kwargs``, not literals: a literal would be missing from ``hparams`` when the CLI builds the model.
+    A subclass builds its networks and :attr:`policy` in ``__init__`` (passing its own arguments and ``**kwargs``, not
+    literals, to ``super().__init__``), and implements :meth:`generate_batches`, ``training_step(self, dataloader_iter)``
+    and ``configure_optimizers`` (see docs/custom-algorithm.md). Training stops at ``total_timesteps`` env steps.
 
     Args:
         env_id: A registered gymnasium id.
-        seed: Seeds the networks' initialisation, the envs (``seed + rank * num_envs + i``) and the
-            sampling RNG (``seed + rank``).
-        total_timesteps: Budget in env steps, summed over sub-envs and ranks.
+        seed: Seeds the networks, the envs (``seed + rank * num_envs + i``) and the sampling RNG (``seed + rank``).
+        total_timesteps: Budget in env steps, summed over sub-envs and DDP ranks.
         num_envs: Sub-envs per process.
-        vectorization: ``"auto"`` (the env's native vector env for CartPole and Atari ids without
-            ``env_wrappers``, else ``"sync"``), ``"native"``, ``"sync"``, ``"async"`` (a process per sub-env, for
-            expensive envs) or ``"envpool"``; see :func:`lightrl.envs.make_vec_env`.
+        vectorization: ``"auto"``, ``"native"``, ``"sync"``, ``"async"`` or ``"envpool"`` (see :func:`lightrl.envs.make_vec_env`).
         env_kwargs: Keyword arguments for ``gym.make``.
-        timesteps_per_epoch: Global env steps per training epoch, rounded to whole training steps (a
-            rollout, or ``phases_per_training_step`` update phases). Lightning's epoch-end machinery runs
-            at each epoch's end: validation (evaluation), ``ModelCheckpoint`` (``last.ckpt``),
-            ``EarlyStopping``, epoch-interval LR schedulers, ``max_epochs``.
-        eval_episodes: Deterministic episodes per validation run (``validation_step``), on envs seeded
-            apart from the training envs and split over the DDP ranks. How often validation runs is the
-            Trainer's ``check_val_every_n_epoch``; ``Trainer(limit_val_batches=0)`` turns it off.
-        test_episodes: Deterministic episodes of ``trainer.test`` (``test_step``), on envs of their own seeds.
+        timesteps_per_epoch: Global env steps per epoch (validation, ``ModelCheckpoint``, epoch LR schedulers), in whole training steps.
+        eval_episodes: Deterministic episodes per validation, split over the DDP ranks (``Trainer(limit_val_batches=0)``: none).
+        test_episodes: Deterministic episodes of ``trainer.test``, on envs of their own seeds.
         capture_video: Record one episode at each validation (mp4 beside the run, and to W&B).
         check_env: Run gymnasium's env checker on the env before training.
-        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process collects with a copy of
-            the policy while the learner trains; see :mod:`lightrl.data.async_actor`). Only for algorithms
-            with ``supports_async_collector = True``; checkpoints then cannot hold the envs' state.
-        compile: ``torch.compile`` the policy networks and the loss functions (CUDA graphs on GPU); see
-            :mod:`lightrl.compile`. Falls back to eager, with a warning, where torch.compile is unavailable.
-        env_wrappers: gymnasium wrappers applied to every sub-env, in training and evaluation, each a
-            ``{"class_path": "gymnasium.wrappers.ClipAction", "init_args": {...}}`` (YAML, CLI) or an importable
-            callable ``env -> env`` (Python). They sit inside lightrl's episode statistics, which still sum
-            the env's raw rewards, so logged returns are the env's own.
-        normalize_obs: Normalize observations by their running mean and variance (float Box observations, or
-            the float Box parts of a Dict). The statistics are buffers of the policy: checkpointed, combined
-            over DDP ranks, frozen in evaluation and exported with it.
-        normalize_reward: Divide rewards by the running standard deviation of each sub-env's discounted return
-            (``gamma``), as SB3's VecNormalize; logged returns stay raw.
+        collector: ``"sync"`` (act and train in turn) or ``"async"`` (an actor process, :mod:`lightrl.data.async_actor`).
+        compile: ``torch.compile`` the policy networks and the loss functions (see :mod:`lightrl.compile`).
+        env_wrappers: gymnasium wrappers of every sub-env, ``{"class_path": ..., "init_args": {...}}`` or callables ``env -> env``.
+        normalize_obs: Normalize observations by running statistics, buffers of the policy (checkpointed, exported).
+        normalize_reward: Divide rewards by the running std of each sub-env's discounted return (SB3's VecNormalize).
         clip_obs: Normalized observations are clipped to ``[-clip_obs, clip_obs]``.
         clip_reward: Normalized rewards are clipped to ``[-clip_reward, clip_reward]``.
-        gamma: Discount factor, in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
-        max_grad_norm: Clip each optimizer's gradients (each parameter group on its own) to this global norm,
-            after the AMP grad scaler has unscaled them; ``None`` disables it.
-
-    Example::
-
-        class Greedy(lightrl.policies.Policy):
-            def __init__(self, q, obs_space, action_space):
-                super().__init__(obs_space, action_space)
-                self.q = q
-
-            def act(self, obs):
-                return self.q(self.preprocess(obs)).argmax(-1)
-
-            explore = act
-
-        class MyAlgo(RLModule):
-            def __init__(self, env_id="CartPole-v1", learning_rate=1e-3, **kwargs):
-                super().__init__(env_id, **kwargs)
-                obs_space, action_space = self.probe_spaces()
-                q = lightrl.nn.mlp(obs_space.shape[0], [64], action_space.n)
-                self.policy = Greedy(q, obs_space, action_space)
-                self.setup_normalization()  # normalize_obs: the policy's observation statistics
-
-            def generate_batches(self):
-                ...  # step self.source.collector with self.policy, yield batches until self.budget_reached
+        gamma: Discount factor in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
+        max_grad_norm: Clip each optimizer's parameter groups to this norm, after AMP unscaling; ``None``: no clipping.
     """
 
-    #: Space classes the algorithm accepts; checked by :meth:`probe_spaces` (with ``spaces.Dict``, a Dict of
-    #: the others, one level deep).
+    #: Space classes the algorithm accepts, checked by :meth:`probe_spaces` (``spaces.Dict``: of the others).
     observation_spaces: tuple[type[spaces.Space], ...] = (spaces.Box,)
     action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box)
     #: Whether ``(C, H, W)`` uint8 image observations (or Dict parts) are accepted.
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``collector="async"`` works: the algorithm collects through its :attr:`source` (a rollout or
-    #: replay source) and acts only through its :attr:`policy`, which the actor process gets a copy of.
+    #: Whether ``collector="async"`` works: it collects through :attr:`source` and acts only through :attr:`policy`.
     supports_async_collector: bool = False
-    #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
+    #: The acting part, built by the subclass's ``__init__``: what sources, evaluation and export act with.
     policy: Policy
 
     def __init__(
@@ -164,47 +115,15 @@ class RLModule(L.LightningModule):
         max_grad_norm: float | None = None,
     ):
         super().__init__()
-        require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
-        require(total_timesteps > 0, f"total_timesteps must be a positive number of env steps, got {total_timesteps}.")
-        require(num_envs > 0, f"num_envs must be a positive integer, got {num_envs}.")
-        require(vectorization in VECTORIZATIONS, f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}.")
-        require(timesteps_per_epoch > 0, f"timesteps_per_epoch must be a positive number of env steps, got {timesteps_per_epoch}.")
-        require(eval_episodes > 0, f"eval_episodes must be a positive integer, got {eval_episodes}.")
-        require(test_episodes > 0, f"test_episodes must be a positive integer, got {test_episodes}.")
-        require(collector in COLLECTOR_MODES, f"collector must be one of {COLLECTOR_MODES}, got {collector!r}.")
-        require(
-            collector == "sync" or type(self).supports_async_collector,
-            f"collector='async' is not supported by {type(self).__name__} (supports_async_collector = False); "
-            "use collector='sync', or one of lightrl's PPO, A2C, DQN, SAC, TD3.",
-        )
-        require(
-            collector == "sync" or vectorization != "async",
-            "collector='async' runs the envs in one actor process, which cannot start vectorization='async' workers; "
-            "use vectorization='sync' or 'envpool' with it.",
-        )
-        if capture_video:
-            require_video_support()
-        require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
-        require(clip_obs > 0, f"clip_obs must be positive, got {clip_obs}.")
-        require(clip_reward > 0, f"clip_reward must be positive, got {clip_reward}.")
-        require(0 < gamma <= 1, f"gamma must be in (0, 1], got {gamma}.")
-        require(max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be positive or None, got {max_grad_norm}.")
-        require(isinstance(env_wrappers, (list, tuple)) or env_wrappers is None,
-                f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
-        require(not env_wrappers or vectorization not in ("envpool", "native"),
-                f"env_wrappers do not apply to vectorization={vectorization!r} (one vector env, no per-env wrappers); use 'sync' or 'async'.")  # fmt: skip
-        wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
-        #: The resolved ``env_wrappers``: what every env of this module is wrapped with.
-        self.env_wrappers = resolve_wrappers(wrappers)
         self.save_hyperparameters()
-        # As plain data (class paths), so that checkpoints and the async actor hold no code.
-        self.hparams.env_wrappers = wrappers or None
-        self.env_steps = 0
-        self.skipped_optimizer_steps = 0
+        check_base_hyperparameters(type(self), self.hparams)
+        wrappers = [wrapper_spec(entry, i) for i, entry in enumerate(env_wrappers or ())]
+        self.env_wrappers = resolve_wrappers(wrappers)  # what every env of this module is wrapped with
+        self.hparams.env_wrappers = wrappers or None  # as plain data (class paths): checkpoints and the async actor hold no code
+        self.env_steps = self.skipped_optimizer_steps = 0
         #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
         self.source: EnvSource | None = None
-        self.episode_return = MeanMetric()
-        self.episode_length = MeanMetric()
+        self.episode_return, self.episode_length = MeanMetric(), MeanMetric()  # what log_metrics averages
         self._fit_start: tuple[float, int] | None = None
         #: This process's RNG, source and exploration states, saved in checkpoints (see :class:`~lightrl.algos.resume.RankState`).
         self.rank_state = RankState(self)
@@ -213,47 +132,12 @@ class RLModule(L.LightningModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Lightning drops schedulers' "monitor" under manual optimization; keep it for step_lr_schedulers.
-        own = cls.__dict__.get("configure_optimizers")
-        if own is not None and not getattr(own, "keeps_scheduler_monitors", False):
-            cls.configure_optimizers = keep_scheduler_monitors(own)
+        keep_scheduler_monitors(cls)  # Lightning drops schedulers' "monitor" under manual optimization
 
-    # ----------------------------------------------------------------- spaces and envs
-    def probe_spaces(self) -> tuple[spaces.Space, spaces.Space]:
-        """Create one env to read and check its spaces; call after validating hyperparameters.
-
-        Raises:
-            ValueError: on an unknown env id, or a space this algorithm does not support.
-        """
-        if self.hparams.check_env:
-            run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
-        env = make_env(self.hparams.env_id, self.hparams.env_kwargs, env_wrappers=self.env_wrappers)
-        try:
-            obs_space, action_space = env.observation_space, env.action_space
-        finally:
-            env.close()
-        name = type(self).__name__
-        check_observation_space(name, obs_space, self.observation_spaces, self.image_observations)
-        check_action_space(name, action_space, self.action_spaces, self.action_space_hint)
-        self.observation_space, self.action_space = obs_space, action_space
-        return obs_space, action_space
-
-    def setup_normalization(self) -> None:
-        """Give :attr:`policy` its observation normalizer with ``normalize_obs``; call once the policy is built."""
-        if self.hparams.normalize_obs:
-            self.policy.normalize_observations(self.hparams.clip_obs)
-
-    def sync_obs_statistics(self) -> None:
-        """Merge the observations accumulated by every rank into the policy's statistics (a collective with DDP).
-
-        Every rank calls it at the same point (all ranks run the same number of batches), and every rank
-        ends with the same statistics.
-        """
-        normalizer = self.policy.obs_normalizer
-        if normalizer is None:
-            return
-        reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self.world_size > 1 else None
-        normalizer.sync(reduce)
+    # ----------------------------------------------------------------- plain functions, whose docstrings say what each does
+    probe_spaces = checks.probe_spaces
+    setup_normalization = normalize.setup_normalization
+    sync_obs_statistics = normalize.sync_obs_statistics
 
     @property
     def world_size(self) -> int:
@@ -261,22 +145,10 @@ class RLModule(L.LightningModule):
         trainer = attached_trainer(self)
         return trainer.world_size if trainer is not None else 1
 
-    @property
-    def env_steps_per_batch(self) -> int | None:
-        """Global env steps collected for one training batch (all ranks); None if it varies.
+    #: Global env steps collected for one training batch (all ranks); None if it varies (the run is then one epoch).
+    env_steps_per_batch: int | None = None
 
-        Epochs are counted in whole batches of this size (see :attr:`batches_per_epoch`). A subclass whose
-        batches are not of a fixed size keeps None, and its run is then one epoch.
-        """
-        return None
-
-    @property
-    def batches_per_epoch(self) -> int | None:
-        """Training batches per epoch: ``timesteps_per_epoch`` rounded to whole batches (at least one)."""
-        per_batch = self.env_steps_per_batch
-        if per_batch is None:
-            return None
-        return max(1, round(self.hparams.timesteps_per_epoch / per_batch))
+    batches_per_epoch = property(budget.batches_per_epoch)
 
     @property
     def budget_reached(self) -> bool:
@@ -292,27 +164,13 @@ class RLModule(L.LightningModule):
         if stage != "fit" or self.collecting:
             return
         share_cpu_threads(self.trainer)
-        rank = self.trainer.global_rank
-        seed_all(self.hparams.seed + rank)
-        hp = self.hparams
-        require(not hp.normalize_obs or self.policy.obs_normalizer is not None,
-                f"normalize_obs=True, but {type(self).__name__} did not call self.setup_normalization() after building its policy.")  # fmt: skip
-        spec = CollectorSpec(
-            hp.env_id, hp.num_envs, hp.seed, rank, self.world_size, hp.vectorization, hp.env_kwargs, hp.total_timesteps,
-            env_wrappers=tuple(hp.env_wrappers or ()),
-            reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
-        )
-        # "sync": the envs, here; "async": an actor process that makes them at the first batch.
-        self.source = self.make_source(spec)
+        seed_all(self.hparams.seed + self.trainer.global_rank)
+        check_normalization(self)
+        self.source = self.make_source(collector_spec(self))  # "sync": the envs, here; "async": an actor process, at the first batch
 
     def make_source(self, spec: CollectorSpec) -> EnvSource:
-        """This fit's experience source over the envs of ``spec`` (override this): here, the bare envs.
-
-        The on- and off-policy bases return a :class:`~lightrl.data.rollout_source.RolloutSource` or a
-        :class:`~lightrl.data.replay_source.ReplaySource`; a module that steps ``self.source.collector``
-        itself keeps this one.
-        """
-        return EnvSource(spec, self.device, self.timer, self.acting_context, self.hparams.collector)
+        """This fit's experience source over the envs of ``spec`` (override this); here the bare envs, stepped by the module."""
+        return EnvSource(spec, self.device, self.timer, partial(precision.acting_context, self), self.hparams.collector)
 
     def teardown(self, stage: str) -> None:
         if stage == "fit" and self.collecting:
@@ -325,17 +183,12 @@ class RLModule(L.LightningModule):
         return experience_loader(self._batches, self.batches_per_epoch)
 
     def _batches(self) -> Iterator[Any]:
-        # The RNG states are restored at the first batch, once Lightning has set everything up.
-        self.rank_state.resume()
+        self.rank_state.resume()  # the RNG states, at the first batch, once Lightning has set everything up
         self.source.start(self.policy, self.env_steps)
         yield from self.generate_batches()
 
     def next_batch(self, dataloader_iter: Iterator) -> Any:
-        """The next batch, fetched when the step asks for it.
-
-        Algorithms take ``training_step(self, dataloader_iter)`` so that Lightning does not prefetch:
-        a prefetched rollout would be collected with the weights from before the previous update.
-        """
+        """The next batch, when ``training_step(self, dataloader_iter)`` asks for it: not prefetched with older weights."""
         batch, _batch_idx, _dataloader_idx = next(dataloader_iter)
         return batch
 
@@ -347,73 +200,18 @@ class RLModule(L.LightningModule):
         """Actions for a batch of observations: :attr:`policy`'s ``act`` if ``deterministic``, else its ``explore``."""
         return self.policy.act(obs) if deterministic else self.policy.explore(obs)
 
-    @contextmanager
-    def optimizer_iteration(self) -> Iterator[OptimizerIteration]:
-        """One step of each optimizer, with the AMP grad scaler updated once, at the end (see :func:`lightrl.optim.scaler_iteration`).
-
-        Afterwards ``iteration.skipped`` tells whether the scaler skipped a step (inf/NaN gradients), so
-        that target networks are not moved towards weights that did not change.
-
-        Example::
-
-            with self.optimizer_iteration() as iteration:
-                ...  # backward and step each optimizer once
-            if not iteration.skipped:
-                polyak_update(self.target.parameters(), self.online.parameters(), tau)
-        """
-        with scaler_iteration(grad_scaler(self)) as iteration:
-            yield iteration
-        self.skipped_optimizer_steps += int(iteration.skipped)
-
+    # ----------------------------------------------------------------- updates, checkpoints, logging
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
-        finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())  # item(): one scalar read, no reduction
-        if not finite:
-            fail_nonfinite(self, f"{'NaN' if bool(torch.isnan(loss).any()) else 'Inf'} in the loss")
+        precision.check_finite_loss(self, loss)
         super().manual_backward(loss, *args, **kwargs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Lightning calls this after the AMP scaler has unscaled the gradients, so the clipped norm is the true one.
-        max_grad_norm = self.hparams.max_grad_norm
-        if max_grad_norm is None:
-            return
-        if type(self.trainer.precision_plugin) not in (Precision, MixedPrecision):  # e.g. FSDP: the plugin's own clipping
-            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
-            return
-        # Each parameter group on its own, as if it had its own optimizer (SAC's actor and entropy coefficient).
-        for group in optimizer.param_groups:
-            norm = clip_grad_norm_(group["params"], max_grad_norm)  # torch's rule; see lightrl.optim
-            if not math.isfinite(norm) and grad_scaler(self) is None:  # a grad scaler skips such steps itself
-                fail_nonfinite(self, f"{'NaN' if math.isnan(norm) else 'Inf'} in the gradients")
+        precision.clip_gradients(self, optimizer, self.hparams.max_grad_norm)  # after the AMP scaler has unscaled them
 
-    def acting_context(self):
-        """The Trainer's precision context, so acting runs in the same precision as training."""
-        trainer = attached_trainer(self)
-        if trainer is None:
-            return torch.autocast("cpu", enabled=False)
-        return trainer.precision_plugin.forward_context()
+    # What a checkpoint holds beyond Lightning's own state: see lightrl.algos.resume.
+    on_save_checkpoint, on_load_checkpoint = save_run_state, load_run_state
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lightrl"] = checkpoint_metadata(self)
-        self.rank_state.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume(self, checkpoint)
-        trainer = attached_trainer(self)
-        if trainer is not None and trainer.state.fn != "fit":
-            # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
-            checkpoint.pop("callbacks", None)
-        self.env_steps = checkpoint["lightrl"]["env_steps"]
-        self.rank_state.keep(checkpoint)
-        # Checkpoints written before the policies existed keep the acting networks at the top level
-        # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
-        state = checkpoint.get("state_dict")
-        if state is not None:
-            own = self.state_dict().keys()
-            for key in [k for k in state if k not in own and f"policy.{k}" in own]:
-                state[f"policy.{key}"] = state.pop(key)
-
-    # ----------------------------------------------------------------- budget and logging
     def on_train_start(self) -> None:
         self._fit_start = (time.perf_counter(), self.env_steps)
         self.timer.reset()
@@ -425,97 +223,29 @@ class RLModule(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
-        # For callbacks only (EarlyStopping, ModelCheckpoint with check_on_train_epoch_end): the mean return of each
-        # rank's last 100 episodes, over all ranks. Loggers get charts/episodic_return at each logged step instead.
-        recent = list(self.source.recent_returns) if self.collecting else []
-        totals = self.trainer.strategy.reduce(torch.tensor([sum(recent), len(recent)], dtype=torch.float64, device=self.device), reduce_op="sum")
-        if totals[1] > 0:  # the same on every rank, so all of them log (a collective) or none does
-            self.log("charts/episodic_return", totals[0] / totals[1], on_step=False, on_epoch=True, sync_dist=True, logger=False, batch_size=1)
+        training_log.log_recent_return(self)
         step_lr_schedulers(self, "epoch")
         if self.budget_reached:
             self.trainer.should_stop = True
 
-    @property
-    def sps(self) -> float:
-        """Env steps per second since training started (all ranks)."""
-        if self._fit_start is None:
-            return 0.0
-        start_time, start_steps = self._fit_start
-        return (self.env_steps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
+    # What is logged and when: see lightrl.algos.training_log.
+    sps = property(training_log.steps_per_second)
+    should_log = property(training_log.should_log)
+    log_metrics = training_log.log_metrics
 
-    @property
-    def should_log(self) -> bool:
-        """Whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches.
-
-        Lightning's own rule, from the Trainer's public counters: the n-th training batch of the fit
-        (counted across epochs and resumes) is written when n is a multiple of ``log_every_n_steps``,
-        or when training is stopping. On the other batches Lightning drops what ``self.log`` was given,
-        so lightrl skips those calls, and the collector keeps its finished episodes, which then count
-        towards the next logged mean return instead of being lost.
-        """
-        trainer = attached_trainer(self)
-        if trainer is None:
-            return True
-        if trainer.log_every_n_steps == 0:
-            return False
-        return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
-
-    def log_metrics(self, metrics: dict[str, Tensor | float]) -> None:
-        """Log ``metrics`` and the episode statistics with the global env step as the x-axis.
-
-        Does nothing on batches that Lightning does not write (see :attr:`should_log`).
-        """
-        if not self.should_log:
-            return
-        returns, lengths = self.source.pop_finished_episodes()
-        if returns:
-            self.episode_return.update(torch.tensor(returns, device=self.device))
-            self.episode_length.update(torch.tensor(lengths, device=self.device, dtype=torch.float32))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # compute() before any update: the mean is nan, handled below
-            mean_return, mean_length = self.episode_return.compute(), self.episode_length.compute()
-        self.episode_return.reset()
-        self.episode_length.reset()
-        if not math.isnan(mean_return.item()):
-            metrics = {**metrics, "charts/episodic_return": mean_return, "charts/episodic_length": mean_length}
-        metrics = {**metrics, **self.timer.metrics(), "charts/SPS": self.sps, "env_steps": float(self.env_steps)}
-        if grad_scaler(self) is not None:
-            metrics["charts/skipped_optimizer_steps"] = float(self.skipped_optimizer_steps)
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
-        # Lightning takes a metric named "step" as the x-axis of every logger.
-        self.log("step", torch.tensor(self.env_steps, dtype=torch.float64), on_step=True, on_epoch=False, batch_size=1)
-
-    # ----------------------------------------------------------------- evaluation: Lightning's validate, test, predict
+    # ----------------------------------------------------------------- Lightning's validate, test and predict
     def forward(self, obs: Tensor) -> Tensor:
         """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
         return self.act(obs, deterministic=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return evaluation_loader()  # one batch: validation_step plays all the evaluation episodes
-
-    def test_dataloader(self) -> DataLoader:
-        return evaluation_loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return evaluation.first_observations(self)  # pass your own observations to trainer.predict instead
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``."""
-        hp = self.hparams
-        evaluation.evaluate_and_log(self, "eval", hp.eval_episodes, hp.seed + evaluation.EVAL_SEED_OFFSET)
-        if hp.capture_video and self.global_rank == 0 and not self.trainer.sanity_checking:
-            evaluation.record_video(self, os.path.join(os.path.dirname(checkpoint_dir(self.trainer)), "videos"))
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
-        evaluation.evaluate_and_log(self, "test", self.hparams.test_episodes, self.hparams.seed + evaluation.TEST_SEED_OFFSET)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
-        return self(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    # Plain functions of lightrl.algos.evaluation_steps, which say what each plays and logs.
+    val_dataloader = test_dataloader = evaluation.evaluation_dataloader
+    predict_dataloader = evaluation.first_observations
+    validation_step = evaluation.validation_step
+    test_step = evaluation.test_step
+    predict_step = evaluation.predict_step
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
-        # and before setup() creates any env: Trainer flags that cannot apply are refused here.
+        # The first hook with the Trainer attached, before any env exists: refuse Trainer flags that cannot apply.
         check_trainer_flags(self.trainer, self)
         return default_callbacks(self)

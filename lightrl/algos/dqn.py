@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import require, require_widths
+from lightrl.algos.checks import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, polyak_update

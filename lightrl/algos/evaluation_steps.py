@@ -1,4 +1,4 @@
-"""What :class:`~lightrl.algos.base.RLModule`'s ``validation_step``, ``test_step`` and ``predict_dataloader`` call.
+"""Lightning's validate, test and predict for an :class:`~lightrl.algos.base.RLModule`: its hooks are these plain functions.
 
 :func:`evaluate_and_log` plays deterministic episodes on envs of their own, split over the DDP ranks, and
 logs the statistics through ``module.log``, so that stock callbacks (``ModelCheckpoint``,
@@ -15,13 +15,15 @@ from typing import Any
 import gymnasium as gym
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lightrl.rng import isolated_rng
+from lightrl.algos.resume import checkpoint_dir
 from lightrl.data.collector import Collector
-from lightrl.data.datasets import own_generator
+from lightrl.data.datasets import evaluation_loader, own_generator
 from lightrl.envs.vector import make_vec_env
 from lightrl.evaluation import play_episodes
+from lightrl.rng import isolated_rng
 
 #: Seeds of the evaluation envs, apart from the training envs' ``seed + rank * num_envs + i``.
 EVAL_SEED_OFFSET = 10_000
@@ -29,7 +31,7 @@ TEST_SEED_OFFSET = 20_000
 
 
 def first_observations(module: Any) -> DataLoader:
-    """The first observations of ``eval_episodes`` fresh episodes, as ``trainer.predict``'s default input."""
+    """``predict_dataloader``: the first observations of ``eval_episodes`` fresh episodes (pass your own to ``trainer.predict`` instead)."""
     hp = module.hparams
     envs = make_vec_env(hp.env_id, hp.eval_episodes, seed=hp.seed + TEST_SEED_OFFSET, env_kwargs=hp.env_kwargs, env_wrappers=module.env_wrappers)
     try:
@@ -71,6 +73,32 @@ def evaluate_and_log(module: Any, prefix: str, num_episodes: int, seed: int) -> 
     }
     # The values are already equal on all ranks; sync_dist keeps Lightning's epoch-level checks satisfied.
     module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
+
+
+def evaluation_dataloader(module: Any) -> DataLoader:
+    """``val_dataloader`` and ``test_dataloader``: one batch, since :func:`validation_step` plays all the episodes."""
+    return evaluation_loader()
+
+
+def validation_step(module: Any, batch: Any, batch_idx: int) -> None:
+    """Play ``eval_episodes`` deterministic episodes; log ``eval/return_mean``, ``eval/return_std``, ``eval/episode_length``, ``eval/episodes``.
+
+    With ``capture_video``, rank 0 also records one episode (outside the sanity check) beside the run's checkpoints.
+    """
+    hp = module.hparams
+    evaluate_and_log(module, "eval", hp.eval_episodes, hp.seed + EVAL_SEED_OFFSET)
+    if hp.capture_video and module.global_rank == 0 and not module.trainer.sanity_checking:
+        record_video(module, os.path.join(os.path.dirname(checkpoint_dir(module.trainer)), "videos"))
+
+
+def test_step(module: Any, batch: Any, batch_idx: int) -> None:
+    """Play ``test_episodes`` deterministic episodes; log ``test/return_mean``, ``test/return_std``, ``test/episode_length``, ``test/episodes``."""
+    evaluate_and_log(module, "test", module.hparams.test_episodes, module.hparams.seed + TEST_SEED_OFFSET)
+
+
+def predict_step(module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    """Deterministic actions for a batch of observations (a tensor, or a ``TensorDataset``'s 1-tuple)."""
+    return module(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
 
 def record_video(module: Any, folder: str) -> str:

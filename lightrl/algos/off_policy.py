@@ -24,7 +24,7 @@ step as a single process.
 
 Mixed precision with several optimizers: Lightning's ``16-mixed`` plugin unscales, steps and calls
 ``scaler.update()`` at every ``optimizer.step()``. SAC and TD3 run the optimizer steps of one gradient
-step inside ``RLModule.optimizer_iteration()``, which holds the update back until all of them have
+step inside :func:`~lightrl.algos.precision.optimizer_iteration`, which holds the update back until all of them have
 stepped (as PyTorch prescribes for several optimizers) and skips the target-network update when the
 scaler skipped a step. An optimizer steps at most once per iteration (the scaler allows no more), so
 SAC's repeated actor updates (``policy_frequency > 1``) get an iteration each. Gradient clipping
@@ -33,6 +33,7 @@ SAC's repeated actor updates (``policy_frequency > 1``) get an iteration each. G
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Iterator
 
 import numpy as np
@@ -41,7 +42,9 @@ from gymnasium import spaces
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightrl.algos.base import RLModule, require
+from lightrl.algos.base import RLModule
+from lightrl.algos.checks import require
+from lightrl.algos.precision import acting_context
 from lightrl.algos.resume import stop_on_nonfinite
 from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.data.collector import CollectorSpec
@@ -147,7 +150,7 @@ class OffPolicyAlgorithm(RLModule):
             spec, hp.buffer_size, hp.batch_size, hp.gamma, hp.n_step, hp.train_frequency, save_replay_buffer=hp.save_replay_buffer,
             replay_buffer=previous.replay_buffer if previous is not None else None,
             sampler=previous.sampler if previous is not None else None,
-            device=self.device, timer=self.timer, acting_context=self.acting_context, collector=hp.collector,
+            device=self.device, timer=self.timer, acting_context=partial(acting_context, self), collector=hp.collector,
         )  # fmt: skip
 
     def on_fit_start(self) -> None:

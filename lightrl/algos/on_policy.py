@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Iterator, Sequence
 
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import RLModule, require, require_widths
+from lightrl.algos.base import RLModule
+from lightrl.algos.checks import require, require_widths
+from lightrl.algos.precision import acting_context
 from lightrl.algos.resume import stop_on_nonfinite
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
-from lightrl.policies import ActorCriticPolicy
-from lightrl.rng import seeded
 
 
 class OnPolicyAlgorithm(RLModule):
     """Collects a rollout with the current policy, computes GAE, and yields it as one batch.
 
-    The policy is an :class:`~lightrl.policies.ActorCriticPolicy`; its actor-critic is :attr:`agent`.
+    The policy is an :class:`~lightrl.policies.ActorCriticPolicy` (PPO and A2C build it with
+    :func:`~lightrl.algos.ppo.build_actor_critic`); its actor-critic is :attr:`agent`.
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
@@ -48,15 +50,7 @@ class OnPolicyAlgorithm(RLModule):
         """Rollouts of ``num_steps`` vector steps with GAE."""
         hp = self.hparams
         return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
-                             acting_context=self.acting_context, collector=hp.collector)  # fmt: skip
-
-    def build_agent(self) -> None:
-        """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
-        obs_space, action_space = self.probe_spaces()
-        with seeded(self.hparams.seed):
-            agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
-        self.policy = ActorCriticPolicy(agent, obs_space, action_space)
-        self.setup_normalization()
+                             acting_context=partial(acting_context, self), collector=hp.collector)  # fmt: skip
 
     @property
     def agent(self) -> ActorCritic:
@@ -107,12 +101,6 @@ class OnPolicyAlgorithm(RLModule):
             self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))
             self.sync_obs_statistics()
         return batch
-
-    def linear_lr_schedule(self, optimizer: torch.optim.Optimizer, anneal: bool) -> dict[str, Any]:
-        """A LambdaLR that decays the learning rate linearly to 0 over the run when ``anneal`` is set."""
-        total = self.num_iterations
-        factor = (lambda it: max(1.0 - it / total, 0.0)) if anneal else (lambda it: 1.0)
-        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Metrics of the rollout itself: how well the values collected with it explain its returns."""

@@ -7,7 +7,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from lightrl.algos.base import require
+from lightrl.algos.checks import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
@@ -15,10 +15,26 @@ from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.optim import adam
+from lightrl.policies import ActorCriticPolicy
+from lightrl.rng import seeded
 
 #: The fields of a rollout batch that each minibatch takes, in the order training_step unpacks them.
 MINIBATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 
+
+def build_actor_critic(module: OnPolicyAlgorithm) -> None:
+    """Check the env's spaces and give ``module`` its policy around an actor-critic seeded by ``seed`` alone (PPO, A2C)."""
+    obs_space, action_space = module.probe_spaces()
+    with seeded(module.hparams.seed):
+        agent = ActorCritic(obs_space, action_space, module.hparams.hidden_sizes)
+    module.policy = ActorCriticPolicy(agent, obs_space, action_space)
+    module.setup_normalization()
+
+
+def linear_lr_schedule(optimizer: torch.optim.Optimizer, num_iterations: int, anneal: bool) -> dict[str, Any]:
+    """A LambdaLR, stepped once per rollout, that decays the learning rate linearly to 0 over ``num_iterations`` when ``anneal`` is set."""
+    factor = (lambda it: max(1.0 - it / num_iterations, 0.0)) if anneal else (lambda it: 1.0)
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
 
 def ppo_minibatch_loss(
@@ -121,7 +137,7 @@ class PPO(OnPolicyAlgorithm):
         )
         require(clip_coef > 0, f"clip_coef must be positive, got {clip_coef}.")
         require(target_kl is None or target_kl > 0, f"target_kl must be positive or None, got {target_kl}.")
-        self.build_agent()
+        build_actor_critic(self)
         self._compiled_loss = None  # with compile=True, set in on_fit_start
 
     def on_fit_start(self) -> None:
@@ -131,7 +147,7 @@ class PPO(OnPolicyAlgorithm):
 
     def configure_optimizers(self):
         optimizer = adam(self, self.agent.parameters(), self.hparams.learning_rate, eps=1e-5)
-        return {"optimizer": optimizer, "lr_scheduler": self.linear_lr_schedule(optimizer, self.hparams.anneal_lr)}
+        return {"optimizer": optimizer, "lr_scheduler": linear_lr_schedule(optimizer, self.num_iterations, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         batch = self.next_batch(dataloader_iter)

@@ -93,6 +93,34 @@ def checkpoint_metadata(module: Any) -> dict[str, Any]:
     }
 
 
+def save_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
+    """``RLModule.on_save_checkpoint``: add the run's identity and env-step counter, and every rank's state."""
+    checkpoint["lightrl"] = checkpoint_metadata(module)
+    module.rank_state.save(checkpoint)
+
+
+def load_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
+    """``RLModule.on_load_checkpoint``: check that ``checkpoint`` fits ``module``, and take its env-step counter and rank states.
+
+    Under validate, test and predict the training callbacks' states are dropped (they use the weights only),
+    and the acting networks of checkpoints written before the policies existed move under ``policy.``.
+    """
+    check_resume(module, checkpoint)
+    trainer = attached_trainer(module)
+    if trainer is not None and trainer.state.fn != "fit":
+        # validate, test and predict use the weights: the training callbacks' states (their folders, best scores) are not theirs.
+        checkpoint.pop("callbacks", None)
+    module.env_steps = checkpoint["lightrl"]["env_steps"]
+    module.rank_state.keep(checkpoint)
+    # Checkpoints written before the policies existed keep the acting networks at the top level
+    # ("agent.*", "q_network.*", "actor.*"); they now live under "policy.".
+    state = checkpoint.get("state_dict")
+    if state is not None:
+        own = module.state_dict().keys()
+        for key in [k for k in state if k not in own and f"policy.{k}" in own]:
+            state[f"policy.{key}"] = state.pop(key)
+
+
 def checkpoint_dir(trainer: Any) -> str:
     """Where a run's checkpoints go: the ModelCheckpoint's folder, else ``<default_root_dir>/checkpoints``."""
     callback = trainer.checkpoint_callback

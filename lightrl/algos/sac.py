@@ -10,8 +10,9 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from lightrl.algos.base import require, require_widths
+from lightrl.algos.checks import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous, twin_critic_metrics
+from lightrl.algos.precision import optimizer_iteration
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import polyak_update, sac_actor_loss, sac_alpha_loss, sac_critic_target, twin_q_loss
 from lightrl.nn.q_networks import SquashedGaussianActor, TwinQ
@@ -183,7 +184,7 @@ class SAC(OffPolicyAlgorithm):
             batch["terminations"], batch["discounts"],
         ):  # fmt: skip
             alpha = self.alpha
-            with self.optimizer_iteration() as iteration:
+            with optimizer_iteration(self) as iteration:
                 qf_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values = critic_loss(
                     self.actor, self.critic, self.target_critic, obs, actions, rewards, next_obs, terminations, discounts, alpha
                 )
@@ -196,7 +197,7 @@ class SAC(OffPolicyAlgorithm):
                     alpha = self.policy_step(obs, alpha, policy_optimizer)
             if update_policy:
                 for _ in range(hp.policy_frequency - 1):  # make up for the delay, as CleanRL does
-                    with self.optimizer_iteration():
+                    with optimizer_iteration(self):
                         alpha = self.policy_step(obs, alpha, policy_optimizer)
             if not iteration.skipped and self.num_updates % hp.target_network_frequency == 0:
                 polyak_update(*self._polyak_params, hp.tau)

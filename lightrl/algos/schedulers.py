@@ -9,7 +9,7 @@ scheduler as Lightning would under automatic optimization (:func:`step_lr_schedu
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -55,16 +55,20 @@ def split_scheduler_monitors(config: Any) -> tuple[Any, dict[Any, tuple[str, boo
     return config, monitors
 
 
-def keep_scheduler_monitors(configure_optimizers: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Wrap a ``configure_optimizers`` so that its schedulers' monitors land in ``module.scheduler_monitors``."""
+def keep_scheduler_monitors(cls: type) -> None:
+    """Wrap the ``configure_optimizers`` of class ``cls`` (if it defines one) so that its schedulers' monitors land in
+    ``module.scheduler_monitors``; ``RLModule.__init_subclass__`` calls it for every algorithm class."""
+    own = cls.__dict__.get("configure_optimizers")
+    if own is None or getattr(own, "keeps_scheduler_monitors", False):
+        return
 
-    @functools.wraps(configure_optimizers)
+    @functools.wraps(own)
     def wrapper(module: Any) -> Any:
-        config, module.scheduler_monitors = split_scheduler_monitors(configure_optimizers(module))
+        config, module.scheduler_monitors = split_scheduler_monitors(own(module))
         return config
 
     wrapper.keeps_scheduler_monitors = True
-    return wrapper
+    cls.configure_optimizers = wrapper
 
 
 def step_lr_schedulers(module: Any, interval: str) -> None:

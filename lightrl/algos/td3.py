@@ -10,8 +10,9 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from lightrl.algos.base import require, require_widths
+from lightrl.algos.checks import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm, check_continuous, twin_critic_metrics
+from lightrl.algos.precision import optimizer_iteration
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import polyak_update, smoothed_target_action, td3_target, twin_q_loss
 from lightrl.nn.q_networks import DeterministicActor, TwinQ
@@ -167,7 +168,7 @@ class TD3(OffPolicyAlgorithm):
             batch["observations"], batch["actions"], batch["rewards"], batch["next_observations"],
             batch["terminations"], batch["discounts"],
         ):  # fmt: skip
-            with self.optimizer_iteration() as iteration:
+            with optimizer_iteration(self) as iteration:
                 qf_loss, qf1_loss, qf2_loss, qf1_a_values, qf2_a_values = critic_loss(
                     self.target_actor, self.critic, self.target_critic, obs, actions, rewards, next_obs, terminations,
                     discounts, hp.policy_noise, hp.noise_clip, low, high,
