@@ -124,7 +124,7 @@ class RLModule(L.LightningModule):
         #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
         self.source: EnvSource | None = None
         self.episode_return, self.episode_length = MeanMetric(), MeanMetric()  # what log_metrics averages
-        self._fit_start: tuple[float, int] | None = None
+        self.fit_start: tuple[float, int] | None = None  # (time, env_steps) at on_train_start: the SPS clock
         #: This process's RNG, source and exploration states, saved in checkpoints (see :class:`~lightrl.algos.resume.RankState`).
         self.rank_state = RankState(self)
         self.scheduler_monitors: dict[Any, tuple[str, bool]] = {}  # filled by configure_optimizers (keep_scheduler_monitors)
@@ -213,7 +213,7 @@ class RLModule(L.LightningModule):
     on_save_checkpoint, on_load_checkpoint = save_run_state, load_run_state
 
     def on_train_start(self) -> None:
-        self._fit_start = (time.perf_counter(), self.env_steps)
+        self.fit_start = (time.perf_counter(), self.env_steps)
         self.timer.reset()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

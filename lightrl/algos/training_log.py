@@ -22,9 +22,9 @@ from lightrl.optim import grad_scaler
 
 def steps_per_second(module: Any) -> float:
     """``module.sps``: env steps per second (all ranks) since training started (``on_train_start``); 0 before."""
-    if module._fit_start is None:
+    if module.fit_start is None:
         return 0.0
-    start_time, start_steps = module._fit_start
+    start_time, start_steps = module.fit_start
     return (module.env_steps - start_steps) / max(time.perf_counter() - start_time, 1e-9)
 
 
