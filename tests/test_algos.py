@@ -102,8 +102,8 @@ def test_save_load_round_trip(algo, kwargs, env_steps, tmp_path):
         assert torch.equal(loaded.state_dict()[name], value), name
     obs = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(loaded.act(obs, deterministic=True), model.act(obs, deterministic=True))
-        assert torch.equal(loaded.agent.get_value(obs), model.agent.get_value(obs))
+        assert torch.equal(loaded.policy.act(obs), model.policy.act(obs))
+        assert torch.equal(loaded.policy.agent.get_value(obs), model.policy.agent.get_value(obs))
 
 
 # ----------------------------------------------------------------------------- (d) Box actions
@@ -122,16 +122,16 @@ def test_ppo_box_actions_pendulum(tmp_path):
 
     obs = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        greedy = model.act(obs, deterministic=True)
+        greedy = model.policy.act(obs)
         assert greedy.shape == (32, 1) and torch.isfinite(greedy).all()
-        assert torch.equal(greedy, model.act(obs, deterministic=True))
-        assert torch.isfinite(model.act(obs)).all()
+        assert torch.equal(greedy, model.policy.act(obs))
+        assert torch.isfinite(model.policy.explore(obs)).all()
     # Round trip of a Gaussian policy: the mean action is reproduced bit for bit.
     trainer.save_checkpoint(tmp_path / "pendulum.ckpt")
     loaded = lightrl.PPO.load_from_checkpoint(tmp_path / "pendulum.ckpt")
     with torch.no_grad():
-        assert torch.equal(loaded.act(obs, deterministic=True), greedy)
-    assert torch.equal(loaded.agent.actor_logstd, model.agent.actor_logstd)
+        assert torch.equal(loaded.policy.act(obs), greedy)
+    assert torch.equal(loaded.policy.agent.actor_logstd, model.policy.agent.actor_logstd)
 
 
 # ----------------------------------------------------------------------------- (e) Atari
@@ -141,7 +141,7 @@ def test_ppo_box_actions_pendulum(tmp_path):
 @pytest.mark.timeout(300)
 def test_ppo_atari_pong_nature_cnn():
     model = lightrl.PPO("ALE/Pong-v5", num_envs=2, num_steps=32, total_timesteps=256, seed=1)
-    assert isinstance(model.agent.encoder, NatureCNN)
+    assert isinstance(model.policy.agent.encoder, NatureCNN)
     trainer = fit(model)
     assert model.env_steps == 256
     assert trainer.global_step == 4 * 4 * 4

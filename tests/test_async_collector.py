@@ -151,7 +151,7 @@ def test_async_ppo_repeats_exactly_for_a_seed():
     for _ in range(2):
         model = PPO("CartPole-v1", total_timesteps=1536, num_envs=2, num_steps=128, collector="async", seed=3)
         fit(model)
-        runs.append(torch.cat([p.detach().flatten() for p in model.agent.parameters()]))
+        runs.append(torch.cat([p.detach().flatten() for p in model.policy.agent.parameters()]))
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
 
 

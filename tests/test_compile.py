@@ -43,7 +43,7 @@ def test_unavailable_compile_warns_once_and_runs_eagerly(monkeypatch):
     assert len(ours) == 1, [str(w.message) for w in ours]
     assert issubclass(ours[0].category, RuntimeWarning) and "simulated: no dynamo here" in str(ours[0].message)
     assert ppo.env_steps == 256 and dqn.env_steps == 300
-    assert ppo._compiled_loss is ppo_minibatch_loss and ppo.policy.compiled["sample"] == ppo.agent.sample  # the eager functions
+    assert ppo._compiled_loss is ppo_minibatch_loss and ppo.policy.compiled["explore_with_value"] == ppo.policy.agent.sample  # the eager functions
     assert any(not torch.equal(p, before[name]) for name, p in ppo.named_parameters())  # it trained
 
 

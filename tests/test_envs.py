@@ -83,7 +83,7 @@ def counting_ppo():
 def values_of(model, counts) -> torch.Tensor:
     """V([k]) for each count k, from the model's critic."""
     with torch.no_grad():
-        return model.agent.get_value(torch.tensor(counts, dtype=torch.float32).reshape(-1, 1))
+        return model.policy.agent.get_value(torch.tensor(counts, dtype=torch.float32).reshape(-1, 1))
 
 
 def expected_gae(rewards, values, next_values, terminated, truncated, gamma, gae_lambda):
@@ -441,7 +441,7 @@ def test_native_rollout_bootstraps_truncation_and_not_termination():
 
     # Successors: V(next stored obs); V(final obs) where truncated; V(obs after the rollout) at the end.
     with torch.no_grad():
-        value = lambda x: model.agent.get_value(torch.as_tensor(np.asarray(x), dtype=torch.float32)).reshape(-1)
+        value = lambda x: model.policy.agent.get_value(torch.as_tensor(np.asarray(x), dtype=torch.float32)).reshape(-1)
         next_values = torch.stack([value(observations[t + 1]) if t + 1 < T else value(obs) for t in range(T)])
         for (t, i), o in final_obs.items():
             next_values[t, i] = value(o[None])[0]

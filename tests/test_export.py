@@ -100,11 +100,11 @@ def test_onnx_clips_box_actions_into_the_bounds_as_the_policy_does(tmp_path):
     """PPO's Gaussian mean is unbounded: moved outside Pendulum's [-2, 2], both the policy and the ONNX model clip it."""
     model = lightrl.PPO("Pendulum-v1")
     with torch.no_grad():
-        model.agent.actor[-1].bias.fill_(2.0)  # means around 2: about half of them out of bounds
+        model.policy.agent.actor[-1].bias.fill_(2.0)  # means around 2: about half of them out of bounds
     obs = observations(model.observation_space)
     with torch.no_grad():
-        raw = model.agent.act(obs, deterministic=True).numpy()
-        expected = model.act(obs, deterministic=True).numpy()
+        raw = model.policy.agent.act(obs, deterministic=True).numpy()
+        expected = model.policy.act(obs).numpy()
     actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)
     assert 0.2 < (raw > 2.0).mean() < 0.8
     assert np.abs(actions - expected).max() <= 1e-5 and actions.max() == 2.0

@@ -130,7 +130,7 @@ class PlateauPPO(lightrl.PPO):
         super().__init__(**kwargs)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.agent.parameters(), lr=1e-3)
+        optimizer = torch.optim.Adam(self.policy.agent.parameters(), lr=1e-3)
         if self.hparams.scheduler == "plateau":
             # An improvement must exceed 1e9: after the first evaluation, every epoch halves the learning rate.
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0, threshold=1e9, threshold_mode="abs")
@@ -162,7 +162,7 @@ def test_validate_test_and_predict_entry_points(tmp_path):
     assert tested["test/return_mean"] == pytest.approx(np.mean(expected))
     obs = torch.randn(10, 4)
     predictions = trainer(tmp_path).predict(model, DataLoader(TensorDataset(obs), batch_size=4))
-    assert torch.equal(torch.cat(predictions), model.act(obs, deterministic=True)) and model(obs).shape == (10,)
+    assert torch.equal(torch.cat(predictions), model.policy.act(obs)) and model(obs).shape == (10,)
 
 
 @pytest.mark.parametrize(

@@ -244,10 +244,10 @@ def test_epsilon_greedy_takes_random_actions_at_the_rate_epsilon():
     model = tiny_dqn(num_envs=1)
     model.policy.exploration.reseed(0)
     obs = torch.zeros(4000, 4)
-    greedy = model.act(obs, deterministic=True)
+    greedy = model.policy.act(obs)
     assert greedy.unique().numel() == 1
     model.policy.exploration.env_steps = model.hparams.total_timesteps  # epsilon = end_e = 0.05
-    random_share = (model.act(obs) != greedy).float().mean().item()
+    random_share = (model.policy.explore(obs) != greedy).float().mean().item()
     assert random_share == pytest.approx(0.05 / 2, abs=0.01)  # half of the random actions match the greedy one
 
 
@@ -484,7 +484,7 @@ def test_dqn_on_pong_with_the_nature_cnn():
     assert model.replay_buffer.observations.dtype == torch.uint8
     assert model.replay_buffer.observations.shape[-3:] == (4, 84, 84)
     assert model.num_updates == (300 - 100) // 4
-    assert model.act(model.replay_buffer.observations[:2, 0], deterministic=True).shape == (2,)
+    assert model.policy.act(model.replay_buffer.observations[:2, 0]).shape == (2,)
 
 
 # ------------------------------------------------------------------------------------- determinism, I/O

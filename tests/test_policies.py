@@ -34,10 +34,10 @@ def test_module_act_delegates_to_its_policy(make, policy_type):
     assert type(model.policy) is policy_type
     obs = torch.randn(16, *model.observation_space.shape)
     with torch.no_grad():
-        assert torch.equal(model.act(obs, deterministic=True), model.policy.act(obs))
+        assert torch.equal(model(obs), model.policy.act(obs))  # forward acts with the policy
         assert torch.equal(model.policy(obs), model.policy.act(obs))  # forward is the deterministic policy
         reseed(model.policy)
-        explored = model.act(obs)
+        explored = model.policy.explore(obs)
         reseed(model.policy)
         assert torch.equal(explored, model.policy.explore(obs))
 
@@ -52,7 +52,7 @@ def reseed(policy) -> None:
 def test_box_actions_of_act_are_clipped_into_the_bounds_and_explore_keeps_the_sample():
     model = lightrl.PPO("Pendulum-v1")
     with torch.no_grad():
-        model.agent.actor[-1].bias.fill_(5.0)  # means far above Pendulum's bound of 2
+        model.policy.agent.actor[-1].bias.fill_(5.0)  # means far above Pendulum's bound of 2
         obs = torch.randn(32, 3)
         assert torch.equal(model.policy.act(obs), torch.full((32, 1), 2.0))
         assert (model.policy.explore(obs) > 2.0).all()  # the rollout stores the sample its log-probability is of

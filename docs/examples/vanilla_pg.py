@@ -29,7 +29,7 @@ class SoftmaxPolicy(Policy):
     """A softmax policy over Discrete actions, with the value baseline that on-policy collection records.
 
     ``act`` (deterministic) and ``explore`` are what every policy offers; an on-policy algorithm's rollouts
-    also call ``sample`` and ``value``.
+    also call ``explore_with_value`` and ``value``.
     """
 
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Discrete, hidden_sizes: Sequence[int]):
@@ -46,7 +46,7 @@ class SoftmaxPolicy(Policy):
         """A sampled action."""
         return categorical_sample(self.actor(self.preprocess(obs)))
 
-    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def explore_with_value(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What a rollout stores per step: ``(action, log_prob, value)``."""
         obs = self.preprocess(obs)
         logits = self.actor(obs)

@@ -61,7 +61,7 @@ class A2C(OnPolicyAlgorithm):
         build_actor_critic(self)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.RMSprop(self.agent.parameters(), lr=self.hparams.learning_rate, alpha=0.99, eps=1e-5)
+        optimizer = torch.optim.RMSprop(self.policy.agent.parameters(), lr=self.hparams.learning_rate, alpha=0.99, eps=1e-5)
         return {"optimizer": optimizer, "lr_scheduler": linear_lr_schedule(optimizer, self.num_iterations, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
@@ -69,7 +69,7 @@ class A2C(OnPolicyAlgorithm):
         tic = self.timer.start()
         hp = self.hparams
         optimizer = self.optimizers()
-        _, logprob, entropy, value = self.agent.get_action_and_value(batch["obs"], batch["actions"])
+        _, logprob, entropy, value = self.policy.agent.get_action_and_value(batch["obs"], batch["actions"])
         advantages = normalize(batch["advantages"]) if hp.norm_adv else batch["advantages"]
         pg_loss = policy_gradient_loss(logprob, advantages)
         v_loss = value_loss(value, batch["returns"])

@@ -196,10 +196,6 @@ class RLModule(L.LightningModule):
         """Step the envs and yield training batches until the budget is reached (override this)."""
         raise NotImplementedError
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        """Actions for a batch of observations: :attr:`policy`'s ``act`` if ``deterministic``, else its ``explore``."""
-        return self.policy.act(obs) if deterministic else self.policy.explore(obs)
-
     # ----------------------------------------------------------------- updates, checkpoints, logging
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``manual_backward``, refusing a NaN or Inf loss before it reaches the weights."""
@@ -236,7 +232,7 @@ class RLModule(L.LightningModule):
     # ----------------------------------------------------------------- Lightning's validate, test and predict
     def forward(self, obs: Tensor) -> Tensor:
         """The policy's deterministic actions for a batch of observations (what ``trainer.predict`` returns)."""
-        return self.act(obs, deterministic=True)
+        return self.policy.act(obs)
 
     # Plain functions of lightrl.algos.evaluation_steps, which say what each plays and logs.
     val_dataloader = test_dataloader = evaluation.evaluation_dataloader

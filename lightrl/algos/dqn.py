@@ -181,7 +181,7 @@ class DQN(OffPolicyAlgorithm):
         self.update_target_network()  # those due while this phase was collected: the target is fixed within a phase
         optimizer = self.optimizers()
         td_loss_sum = q_values_sum = 0.0
-        num_steps = batch["rewards"].shape[0]
+        num_gradient_steps = batch["rewards"].shape[0]
         targets = self.phase_targets(batch)
         step_loss = self._compiled["loss"] if self._compiled else dqn_step_loss
         for i, (obs, actions, rewards, next_obs, terminations, discounts) in enumerate(zip(
@@ -200,22 +200,22 @@ class DQN(OffPolicyAlgorithm):
             optimizer.step()
             td_loss_sum += loss.detach()
             q_values_sum += diagnostics["q_values"]
-        self.num_updates += num_steps
+        self.num_updates += num_gradient_steps
         return {
-            "losses/td_loss": td_loss_sum / num_steps,
-            "losses/q_values": q_values_sum / num_steps,
+            "losses/td_loss": td_loss_sum / num_gradient_steps,
+            "losses/q_values": q_values_sum / num_gradient_steps,
             "charts/epsilon": self.epsilon,
         }
 
     @torch.no_grad()
     def phase_targets(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """The TD targets of every gradient step of ``batch`` at once, ``[num_steps, batch_size]``, or None.
+        """The TD targets of every gradient step of ``batch`` at once, ``[num_gradient_steps, batch_size]``, or None.
 
         The target network only changes between update phases (:meth:`update_target_network`), so it is the same for all
         the gradient steps of an update phase, and without ``double_q`` the target does not depend on the
         online network. The targets are then those computed step by step, from forward passes over
-        ``num_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
-        of ``num_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
+        ``num_gradient_steps * batch_size`` observations in chunks of 2048 rows: a few large matrix products instead
+        of ``num_gradient_steps`` small ones (the RL-zoo recipe: 128 steps of 64). The chunks keep the activations
         in cache, which a single pass over all rows would not. None with ``double_q``, for images
         (whose activations would take too much memory), or for observations other than flat Boxes,
         which are computed step by step.
@@ -223,7 +223,7 @@ class DQN(OffPolicyAlgorithm):
         space = self.observation_space
         if self.hparams.double_q or not isinstance(space, spaces.Box) or len(space.shape) != 1:
             return None
-        num_steps, batch_size = batch["rewards"].shape
+        num_gradient_steps, batch_size = batch["rewards"].shape
         next_q = torch.cat([self.target_network(chunk) for chunk in batch["next_observations"].flatten(0, 1).split(2048)])
         flat = (batch[key].flatten() for key in ("rewards", "terminations", "discounts"))
-        return dqn_target(next_q, *flat).view(num_steps, batch_size)
+        return dqn_target(next_q, *flat).view(num_gradient_steps, batch_size)

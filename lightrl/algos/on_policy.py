@@ -18,14 +18,13 @@ from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
-from lightrl.nn.actor_critic import ActorCritic
 
 
 class OnPolicyAlgorithm(RLModule):
     """Collects a rollout with the current policy, computes GAE, and yields it as one batch.
 
     The policy is an :class:`~lightrl.policies.ActorCriticPolicy` (PPO and A2C build it with
-    :func:`~lightrl.algos.ppo.build_actor_critic`); its actor-critic is :attr:`agent`.
+    :func:`~lightrl.algos.ppo.build_actor_critic`); its actor-critic is ``policy.agent``.
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
@@ -51,11 +50,6 @@ class OnPolicyAlgorithm(RLModule):
         hp = self.hparams
         return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
                              acting_context=partial(acting_context, self), collector=hp.collector)  # fmt: skip
-
-    @property
-    def agent(self) -> ActorCritic:
-        """The actor-critic the policy acts with and ``training_step`` trains."""
-        return self.policy.agent
 
     @property
     def rollout(self) -> RolloutBuffer | None:

@@ -146,7 +146,7 @@ class PPO(OnPolicyAlgorithm):
             self._compiled_loss = maybe_compile(ppo_minibatch_loss, True, self.device)
 
     def configure_optimizers(self):
-        optimizer = adam(self, self.agent.parameters(), self.hparams.learning_rate, eps=1e-5)
+        optimizer = adam(self, self.policy.agent.parameters(), self.hparams.learning_rate, eps=1e-5)
         return {"optimizer": optimizer, "lr_scheduler": linear_lr_schedule(optimizer, self.num_iterations, self.hparams.anneal_lr)}
 
     def training_step(self, dataloader_iter: Iterator) -> None:
@@ -164,7 +164,7 @@ class PPO(OnPolicyAlgorithm):
             for i, minibatch in enumerate(minibatches):
                 last = i == hp.num_minibatches - 1  # diagnostics of the epoch's last minibatch: target_kl and logging
                 loss, pg_loss, v_loss, entropy_loss, stats = minibatch_loss(
-                    self.agent, *minibatch, hp.norm_adv, hp.clip_coef, hp.clip_vloss, hp.ent_coef, hp.vf_coef, last
+                    self.policy.agent, *minibatch, hp.norm_adv, hp.clip_coef, hp.clip_vloss, hp.ent_coef, hp.vf_coef, last
                 )
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)

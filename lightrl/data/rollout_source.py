@@ -53,7 +53,7 @@ class RolloutSource(EnvSource):
         return self.next_piece(policy, env_steps)
 
     def collect(self, policy: ActorCriticPolicy, collector: Collector, env_steps: int) -> dict[str, Tensor]:
-        """Step the envs ``num_steps`` times with ``policy.sample``; return the flat batch with advantages.
+        """Step the envs ``num_steps`` times with ``policy.explore_with_value``; return the flat batch with advantages.
 
         With observation normalization, ``obs`` holds the normalized observations and ``raw_obs`` the env's.
         """
@@ -62,7 +62,7 @@ class RolloutSource(EnvSource):
         buffer = self.buffer
         if buffer is None or buffer.device != collector.device:
             buffer = self.buffer = RolloutBuffer(self.num_steps, collector.num_envs, policy.observation_space, policy.action_space, collector.device)
-        timer, sample = collector.timer, policy.sample
+        timer, sample = collector.timer, policy.explore_with_value
         tic = timer.start()
         with torch.no_grad(), collector.acting_context():
             for t in range(self.num_steps):

@@ -14,7 +14,7 @@ from lightrl.policies.base import Policy
 class ActorCriticPolicy(Policy):
     """Acts with an :class:`~lightrl.nn.actor_critic.ActorCritic`: the mode deterministically, a sample to explore.
 
-    Besides :meth:`act` and :meth:`explore`, on-policy collection uses :meth:`sample` (the action with its
+    Besides :meth:`act` and :meth:`explore`, on-policy collection uses :meth:`explore_with_value` (the action with its
     log-probability and value) and :meth:`value`. Exploration draws from the process's torch RNG.
 
     Args:
@@ -41,13 +41,13 @@ class ActorCriticPolicy(Policy):
         """A sampled action (unclipped for Box: the collector clips it for the env)."""
         return self.agent.act(self.preprocess(obs), deterministic=False)
 
-    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def explore_with_value(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What a rollout stores per step: ``(action, log_prob, value)``."""
-        return self.compiled.get("sample", self.agent.sample)(self.preprocess(obs))
+        return self.compiled.get("explore_with_value", self.agent.sample)(self.preprocess(obs))
 
     def value(self, obs: Tensor) -> Tensor:
         """``V(s)``, shaped ``[B]``."""
         return self.agent.get_value(self.preprocess(obs))
 
     def compile_acting(self, device: torch.device | str) -> None:
-        self.compiled = {"sample": maybe_compile(self.agent.sample, True, device)}
+        self.compiled = {"explore_with_value": maybe_compile(self.agent.sample, True, device)}

@@ -127,7 +127,7 @@ class Exploration:
 
 
 class ExploringPolicy(Policy):
-    """An off-policy policy: uniformly random actions until ``learning_starts``, then :meth:`exploring_actions`.
+    """An off-policy policy: uniformly random actions until ``learning_starts``, then :meth:`explore_after_warmup`.
 
     Args:
         observation_space: The env's single observation space.
@@ -144,9 +144,9 @@ class ExploringPolicy(Policy):
         if self.exploration.warming_up:  # as in SB3 and CleanRL's SAC/TD3
             leading = leading_tensor(obs)
             return self.random_actions(leading.shape[0], leading.device)
-        return self.exploring_actions(obs)
+        return self.explore_after_warmup(obs)
 
-    def exploring_actions(self, obs: Tensor) -> Tensor:
+    def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """The algorithm's exploring actions after the warm-up (override this)."""
         raise NotImplementedError
 

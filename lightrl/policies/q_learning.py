@@ -72,7 +72,7 @@ class EpsilonGreedyPolicy(ExploringPolicy):
         """The greedy actions ``[B]``."""
         return self.q_network(self.preprocess(obs)).argmax(dim=1)
 
-    def exploring_actions(self, obs: Tensor) -> Tensor:
+    def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy actions at the exploration state's env step."""
         leading = leading_tensor(obs)
         n, device = leading.shape[0], leading.device
@@ -109,7 +109,7 @@ class SquashedGaussianPolicy(ExploringPolicy):
         """``tanh(mean)`` scaled into the bounds."""
         return self.clip(self.actor.act(self.preprocess(obs), deterministic=True).float())
 
-    def exploring_actions(self, obs: Tensor) -> Tensor:
+    def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """A sample of the squashed Gaussian, in the bounds."""
         return self.compiled.get("act", self.actor.act)(self.preprocess(obs)).float()
 
@@ -138,7 +138,7 @@ class GaussianNoisePolicy(ExploringPolicy):
         """The actor's action, in the bounds."""
         return self.clip(self.actor(self.preprocess(obs)).float())
 
-    def exploring_actions(self, obs: Tensor) -> Tensor:
+    def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """The actor's action plus noise from the exploration generator, clipped into the bounds."""
         actions = self.compiled.get("actor", self.actor)(self.preprocess(obs)).float()
         scale, bias = self.actor.action_scale, self.actor.action_bias
