@@ -6,7 +6,6 @@ import math
 from functools import partial
 from typing import Any, Iterator, Sequence
 
-import torch
 from gymnasium import spaces
 from torch import Tensor
 
