@@ -101,7 +101,7 @@ def test_unknown_collector_lists_the_valid_ones():
 
 def test_custom_module_without_opt_in_is_refused_before_any_env(monkeypatch):
     made = []
-    monkeypatch.setattr(lightrl.algos.base, "make_env", lambda *a, **k: made.append(a))
+    monkeypatch.setattr(lightrl.algos.checks, "make_env", lambda *a, **k: made.append(a))
 
     class Custom(RLModule):
         def __init__(self, **kwargs):

@@ -402,7 +402,7 @@ def test_bad_hyperparameters_are_rejected_before_any_env_is_made(cls, kwargs, ma
     def no_env(*args, **kw):
         raise AssertionError("an env was created before the hyperparameters were checked")
 
-    monkeypatch.setattr(lightrl.algos.base, "make_env", no_env)
+    monkeypatch.setattr(lightrl.algos.checks, "make_env", no_env)
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
 
