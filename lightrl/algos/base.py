@@ -145,8 +145,8 @@ class RLModule(L.LightningModule):
         trainer = attached_trainer(self)
         return trainer.world_size if trainer is not None else 1
 
-    #: Global env steps collected for one training batch (all ranks); None if it varies (the run is then one epoch).
     env_steps_per_batch: int | None = None
+    """Global env steps collected for one training batch (all ranks); None if it varies (the run is then one epoch)."""
 
     batches_per_epoch = property(budget.batches_per_epoch)
 
