@@ -19,8 +19,9 @@ from lightrl.tune import Dimension, TuneError, as_flags, parse_search_space, rea
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "experiments" / "search_ppo_cartpole.yaml"
-BASE = ["--config", str(ROOT / "experiments" / "ppo_cartpole.yaml"), "--model.seed", "3", "--model.eval_episodes", "5",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+MODEL = ["--config", str(ROOT / "experiments" / "ppo_cartpole.yaml"), "--model.seed", "3", "--model.eval_episodes", "5", *QUIET]
+BASE = [*MODEL, "--trainer.logger", "false"]
 STUDY = ["--study_name", "cartpole", "--sampler_seed", "0", "--n_startup_trials", "1"]
 # Two trials of 2048 steps, each validated once, at 2048: their returns are 40.4 and 115.0 (seed 3's first policy plays 9.0).
 GOOD = "model.learning_rate: {type: float, low: 5.0e-4, high: 2.0e-3, log: true}\n"
@@ -208,3 +209,26 @@ def test_each_trial_logs_a_run_of_its_own():
     none = Namespace(logger=False, default_root_dir=None)
     label_trial_run(none, "study", 3, Path("runs/tune/study"))
     assert none.default_root_dir == str(Path("runs/tune/study/trial_3"))
+
+
+@pytest.mark.timeout(300)
+def test_trials_logged_to_wandb_are_runs_of_their_own_grouped_by_study(tmp_path, monkeypatch):
+    import wandb
+    from wandb_records import read_records
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B account
+    (tmp_path / "good.yaml").write_text(GOOD)
+    try:
+        main(["tune", "--search", "good.yaml", "--n_trials", "2", *STUDY, *MODEL, "--model.total_timesteps", "256"])
+    finally:
+        wandb.finish()
+    runs = {}
+    for path in sorted(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb")):
+        run = next(r.run for r in read_records(path) if r.WhichOneof("record_type") == "run")
+        runs[run.display_name] = (run.run_group, run.run_id)
+    assert sorted(runs) == ["cartpole-trial_0", "cartpole-trial_1"]
+    assert {group for group, _ in runs.values()} == {"cartpole"} and len({run_id for _, run_id in runs.values()}) == 2
+    assert [t.user_attrs["run_dir"] for t in load(tmp_path).trials] == [f"runs/lightrl/{runs[f'cartpole-trial_{n}'][1]}" for n in (0, 1)]
