@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from jsonargparse import Namespace
 
 from lightrl.cli import check_values, fit_config, label_trial_run, main, run_cli
 from lightrl.errors import NonFiniteError
 from lightrl.tune import Dimension, TuneError, as_flags, parse_search_space, read_search_space, run_study
+
+optuna = pytest.importorskip("optuna", reason="lightrl tune needs the tune extra: pip install lightrl[tune]")
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "experiments" / "search_ppo_cartpole.yaml"
