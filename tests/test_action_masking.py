@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import gymnasium as gym
@@ -311,3 +312,20 @@ def test_masking_where_it_cannot_apply_is_one_line(make, message):
     with pytest.raises(ValueError) as error:
         make()
     assert str(error.value) == message
+
+
+def test_cli_fits_evaluates_and_predicts_with_masks(tmp_path, monkeypatch, capsys, invalid_actions):
+    from lightrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]
+    main(["fit", "--model", "PPO", "--model.env_id", MASKED_ID, "--model.total_timesteps", "1024", "--model.eval_episodes", "4",
+          "--model.action_masking", "true", "--trainer.default_root_dir", "runs", *quiet])  # fmt: skip
+    last = str(next(tmp_path.glob("runs/**/last.ckpt")))
+    capsys.readouterr()
+    main(["evaluate", last, "--num_episodes", "5", "--stochastic"])
+    assert capsys.readouterr().out.startswith(f"PPO on {MASKED_ID}: return ")
+    main(["predict", "--model", "PPO", "--ckpt_path", last, *quiet])
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == f"PPO on {MASKED_ID}: deterministic actions for 4 observations:" and len(json.loads(out[-1])) == 4
+    assert invalid_actions["invalid"] == 0
