@@ -105,8 +105,18 @@ ROWS = {
         "policy": "CnnPolicy",
         "evaluate": False,
     },
+    "ppo_masked_taxi": {
+        "title": "PPO Taxi-v4, action masks (info)",
+        "timesteps": 200_000,
+        "lightrl": "ppo_taxi_masked.yaml",
+        # sb3-contrib's MaskablePPO reads the same info["action_mask"] through action_masks() (InfoActionMasks).
+        "sb3": ("MaskablePPO", dict(n_steps=64, batch_size=256, n_epochs=10, learning_rate="linear:1e-3", gamma=0.99, gae_lambda=0.95,
+                                    clip_range=0.2, clip_range_vf=0.2, ent_coef=0.02, vf_coef=0.5, max_grad_norm=0.5,
+                                    policy_kwargs=CLEANRL_PPO_POLICY), 16),
+        "action_masks": True,
+    },
 }
-DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari"]
+DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari", "ppo_masked_taxi"]
 #: What ``--compare`` sets against lightrl's default run (library A).
 COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize",
                "precision": "lightrl-bf16", "vectorization": "lightrl-sync"}
@@ -219,6 +229,8 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     env_id = lightrl_config(row)["init_args"]["env_id"]
+    if row.get("action_masks"):
+        return make_vec_env(env_id, n_envs=num_envs, seed=seed, wrapper_class=info_action_masks())
     if "vec_normalize" in row:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -230,6 +242,28 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     env = DummyVecEnv([lambda: make_env(env_id) for _ in range(num_envs)])
     env.seed(seed)
     return env
+
+
+def info_action_masks():
+    """A gymnasium wrapper that gives ``info["action_mask"]`` of the last ``reset()`` or ``step()`` as ``action_masks()``
+    (sb3-contrib's convention): MaskablePPO then masks with the very masks lightrl reads from ``info``."""
+    import gymnasium as gym
+
+    class InfoActionMasks(gym.Wrapper):
+        def reset(self, **kwargs):
+            obs, info = self.env.reset(**kwargs)
+            self.mask = info["action_mask"]
+            return obs, info
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.mask = info["action_mask"]
+            return obs, reward, terminated, truncated, info
+
+        def action_masks(self):
+            return self.mask.astype(bool)
+
+    return InfoActionMasks
 
 
 class SB3Policy:
@@ -248,6 +282,8 @@ class SB3Policy:
         self.vec_normalize = env if isinstance(env, VecNormalize) else None  # its statistics, frozen, as lightrl evaluates
         self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
         self.policy = self  # evaluation acts through module.policy: act(obs) and explore(obs)
+        # MaskablePPO acts with masks: the evaluation envs carry info["action_mask"] in the observations, as lightrl's do.
+        self.env_wrappers = masked_env_wrappers(env_id) if type(model).__name__ == "MaskablePPO" else []
 
     def eval(self):
         return self
@@ -258,6 +294,9 @@ class SB3Policy:
     def act(self, obs, deterministic: bool = True):
         import torch
 
+        if isinstance(obs, dict):  # {"action_mask", "obs"} of masked envs
+            actions, _ = self.model.predict(obs["obs"].cpu().numpy(), deterministic=deterministic, action_masks=obs["action_mask"].cpu().numpy())
+            return torch.as_tensor(actions)
         obs = obs.cpu().numpy()
         if self.vec_normalize is not None:
             obs = self.vec_normalize.normalize_obs(obs)
@@ -266,6 +305,14 @@ class SB3Policy:
 
     def explore(self, obs):
         return self.act(obs, deterministic=False)
+
+
+def masked_env_wrappers(env_id: str) -> list:
+    """The wrapper that puts ``info["action_mask"]`` into the observations, as lightrl's masked runs have it."""
+    from lightrl.envs.masks import mask_wrapper_spec
+    from lightrl.envs.vector import resolve_wrapper
+
+    return [resolve_wrapper(mask_wrapper_spec("info", env_id))]
 
 
 def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
@@ -287,7 +334,13 @@ def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
 
     name, kwargs, num_envs = row["sb3"]
     env = sb3_env(row, num_envs, seed)
-    model = getattr(sb3, name)(row.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", verbose=0,
+    if name == "MaskablePPO":
+        import sb3_contrib
+
+        library = sb3_contrib
+    else:
+        library = sb3
+    model = getattr(library, name)(row.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", verbose=0,
                                **{k: sb3_value(v, env) for k, v in kwargs.items()})
     recorder = EpisodeRecorder()
     start = time.perf_counter()
