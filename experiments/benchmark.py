@@ -40,6 +40,9 @@ EXPERIMENTS = Path(__file__).parent
 
 #: CleanRL's PPO agent in SB3's terms: separate 64-64 actor and critic MLPs, Adam with eps 1e-5.
 CLEANRL_PPO_POLICY = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))
+#: CleanRL's ppo.py defaults as SB3's PPO kwargs (a row changes what its recipe changes).
+CLEANRL_PPO = dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+                   clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, policy_kwargs=CLEANRL_PPO_POLICY)
 
 # Each row: the lightrl experiment config (and overrides of its init_args), and the SB3 algorithm, kwargs and number
 # of envs of the same recipe (see shared/ANCHORS.md). `timesteps` is the row's default budget.
@@ -48,9 +51,7 @@ ROWS = {
         "title": "PPO CartPole-v1, CleanRL defaults",
         "timesteps": 100_000,
         "lightrl": "ppo_cleanrl_cartpole.yaml",
-        "sb3": ("PPO", dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
-                            clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
-                            policy_kwargs=CLEANRL_PPO_POLICY), 4),
+        "sb3": ("PPO", CLEANRL_PPO, 4),
     },
     "ppo_zoo": {
         "title": "PPO CartPole-v1, RL-zoo recipe",
@@ -110,9 +111,7 @@ ROWS = {
         "timesteps": 200_000,
         "lightrl": "ppo_taxi_masked.yaml",
         # sb3-contrib's MaskablePPO reads the same info["action_mask"] through action_masks() (InfoActionMasks).
-        "sb3": ("MaskablePPO", dict(n_steps=64, batch_size=256, n_epochs=10, learning_rate="linear:1e-3", gamma=0.99, gae_lambda=0.95,
-                                    clip_range=0.2, clip_range_vf=0.2, ent_coef=0.02, vf_coef=0.5, max_grad_norm=0.5,
-                                    policy_kwargs=CLEANRL_PPO_POLICY), 16),
+        "sb3": ("MaskablePPO", {**CLEANRL_PPO, "n_steps": 64, "batch_size": 256, "n_epochs": 10, "learning_rate": "linear:1e-3", "ent_coef": 0.02}, 16),
         "action_masks": True,
     },
 }
