@@ -329,3 +329,12 @@ def test_cli_fits_evaluates_and_predicts_with_masks(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out.splitlines()
     assert out[-2] == f"PPO on {MASKED_ID}: deterministic actions for 4 observations:" and len(json.loads(out[-1])) == 4
     assert invalid_actions["invalid"] == 0
+
+
+def test_observation_normalization_leaves_the_mask_alone(invalid_actions):
+    model = lightrl.PPO(MASKED_ID, total_timesteps=256, num_envs=4, num_steps=32, normalize_obs=True)
+    assert [key for key, _ in model.policy.obs_normalizer.parts] == ["obs"]
+    trainer().fit(model)
+    obs = {"obs": torch.ones(2, 6), "action_mask": torch.tensor([[True, False, False, False, False, False]] * 2)}
+    assert model.policy.preprocess(obs)["action_mask"] is obs["action_mask"] and model.policy.act(obs).tolist() == [0, 0]
+    assert invalid_actions["invalid"] == 0

@@ -119,9 +119,13 @@ def check_mask(mask: Any, groups: tuple[int, ...], env_id: str, source: str) -> 
     layout = f"{size} entries, one per action" if len(groups) == 1 else f"{size} entries, the values of each of the {len(groups)} action dimensions in turn"
     if array.shape != (size,):
         raise EnvError(f"env {env_id!r} gave an action mask of shape {array.shape} in {source_name(source)}; it must be a vector of {layout}, shape ({size},).")
-    if array.dtype.kind not in "biu" or (array.dtype.kind != "b" and not np.isin(array, (0, 1)).all()):
-        raise EnvError(f"env {env_id!r} gave an action mask of dtype {array.dtype} in {source_name(source)}; give bools (or integers 0 and 1), True where the action is valid.")
-    return array.astype(np.bool_, copy=False)
+    if array.dtype.kind == "b":
+        return array
+    mask = array.astype(np.bool_)
+    if array.dtype.kind not in "iu" or (mask != array).any():  # integers other than 0 and 1 differ from their bool
+        what = f"dtype {array.dtype}" + (" with values other than 0 and 1" if array.dtype.kind in "iu" else "")
+        raise EnvError(f"env {env_id!r} gave an action mask of {what} in {source_name(source)}; give bools (or integers 0 and 1), True where the action is valid.")
+    return mask
 
 
 class ActionMaskObservation(gym.Wrapper):
