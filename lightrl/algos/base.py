@@ -245,7 +245,8 @@ class RLModule(L.LightningModule):
         if self.hparams.check_env:
             run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
         hp = self.hparams
-        env = make_env(hp.env_id, hp.env_kwargs, env_wrappers=self.env_wrappers)
+        own_wrappers = self.env_wrappers[: len(self.env_wrappers) - len(self.mask_wrappers)]  # without a previous probe's mask wrapper
+        env = make_env(hp.env_id, hp.env_kwargs, env_wrappers=own_wrappers)
         try:
             obs_space, action_space = env.observation_space, env.action_space
             name = type(self).__name__
@@ -259,8 +260,10 @@ class RLModule(L.LightningModule):
                     f"action masks are read by a wrapper of each sub-env, which vectorization={hp.vectorization!r} has not; use 'sync' or 'async'.")  # fmt: skip
             # The mask travels in the observations: every env of this module (training, evaluation, predict) gets the wrapper.
             self.mask_wrappers = (mask_wrapper_spec(source, hp.env_id),)
-            self.env_wrappers = [*self.env_wrappers, resolve_wrapper(self.mask_wrappers[0])]
             obs_space = masked_observation_space(obs_space, action_space)
+        else:
+            self.mask_wrappers = ()
+        self.env_wrappers = [*own_wrappers, *map(resolve_wrapper, self.mask_wrappers)]
         self.action_mask_source = source
         self.observation_space, self.action_space = obs_space, action_space
         return obs_space, action_space
