@@ -41,8 +41,8 @@ def merge_moments(mean: Any, var: Any, count: Any, batch_mean: Any, batch_var: A
 
 
 def is_normalized(space: spaces.Space) -> bool:
-    """Whether observations of ``space`` are normalized: float Box parts; uint8 images and other spaces are not."""
-    return isinstance(space, spaces.Box) and space.dtype != np.uint8
+    """Whether observations of ``space`` are normalized: float Box parts; uint8 images, bool Boxes (action masks) and other spaces are not."""
+    return isinstance(space, spaces.Box) and space.dtype not in (np.uint8, np.bool_)
 
 
 class RunningMeanStd(nn.Module):

@@ -27,8 +27,9 @@ from lightrl.data.collector import CollectorSpec
 from lightrl.data.datasets import evaluation_loader, experience_loader
 from lightrl.data.source import COLLECTOR_MODES, EnvSource
 from lightrl.envs.checks import require_video_support, run_env_checker
+from lightrl.envs.masks import mask_wrapper_spec, masked_observation_space, probe_action_mask
 from lightrl.envs.spaces import check_action_space, check_observation_space
-from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrappers, wrapper_spec
+from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrapper, resolve_wrappers, wrapper_spec
 from lightrl.optim import OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
 from lightrl.policies import Policy
 from lightrl.rng import seed_all
@@ -101,6 +102,10 @@ class RLModule(L.LightningModule):
         gamma: Discount factor, in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
         max_grad_norm: Clip each optimizer's gradients (each parameter group on its own) to this global norm,
             after the AMP grad scaler has unscaled them; ``None`` disables it.
+        action_masking: Never take an action the env marks invalid (algorithms with ``supports_action_masking``:
+            PPO, A2C, DQN). ``None``: on when the env gives a mask, from (in this precedence) an ``"action_mask"``
+            entry of its Dict observations, ``info["action_mask"]``, or an ``action_masks()`` method; ``True``: the env
+            must give one; ``False``: masks are ignored. See :mod:`lightrl.envs.masks`.
 
     Example::
 
@@ -134,6 +139,8 @@ class RLModule(L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
+    #: Whether ``action_masking`` can be on: the algorithm builds masked networks when :attr:`action_mask_source` is set.
+    supports_action_masking: bool = False
     #: Whether ``collector="async"`` works: the algorithm collects through its :attr:`source` (a rollout or
     #: replay source) and acts only through its :attr:`policy`, which the actor process gets a copy of.
     supports_async_collector: bool = False
@@ -162,6 +169,7 @@ class RLModule(L.LightningModule):
         clip_reward: float = 10.0,
         gamma: float = 0.99,
         max_grad_norm: float | None = None,
+        action_masking: bool | None = None,
     ):
         super().__init__()
         require(isinstance(env_id, str) and bool(env_id), f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}.")
@@ -182,6 +190,11 @@ class RLModule(L.LightningModule):
             "collector='async' runs the envs in one actor process, which cannot start vectorization='async' workers; "
             "use vectorization='sync' or 'envpool' with it.",
         )
+        require(action_masking in (None, True, False), f"action_masking must be True, False or None (on when the env gives a mask), got {action_masking!r}.")
+        require(
+            action_masking is not True or type(self).supports_action_masking,
+            f"action_masking=True is not supported by {type(self).__name__}; use PPO or A2C (Discrete, MultiDiscrete actions) or DQN (Discrete).",
+        )
         if capture_video:
             require_video_support()
         require(isinstance(compile, bool), f"compile must be True or False, got {compile!r}.")
@@ -199,6 +212,10 @@ class RLModule(L.LightningModule):
         self.save_hyperparameters()
         # As plain data (class paths), so that checkpoints and the async actor hold no code.
         self.hparams.env_wrappers = wrappers or None
+        #: Where the env's action mask comes from (``"obs"``, ``"info"``, ``"method"``), set by :meth:`probe_spaces`; None: no masking.
+        self.action_mask_source: str | None = None
+        #: ``env_wrappers`` entries (plain data) that carry the mask into the observations; empty without masking.
+        self.mask_wrappers: tuple[dict[str, Any], ...] = ()
         self.env_steps = 0
         self.skipped_optimizer_steps = 0
         #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
@@ -227,14 +244,27 @@ class RLModule(L.LightningModule):
         """
         if self.hparams.check_env:
             run_env_checker(self.hparams.env_id, self.hparams.env_kwargs)
-        env = make_env(self.hparams.env_id, self.hparams.env_kwargs, env_wrappers=self.env_wrappers)
+        hp = self.hparams
+        own_wrappers = self.env_wrappers[: len(self.env_wrappers) - len(self.mask_wrappers)]  # without a previous probe's mask wrapper
+        env = make_env(hp.env_id, hp.env_kwargs, env_wrappers=own_wrappers)
         try:
             obs_space, action_space = env.observation_space, env.action_space
+            name = type(self).__name__
+            check_observation_space(name, obs_space, self.observation_spaces, self.image_observations)
+            check_action_space(name, action_space, self.action_spaces, self.action_space_hint)
+            source = probe_action_mask(env, hp.env_id, hp.action_masking if self.supports_action_masking else False)
         finally:
             env.close()
-        name = type(self).__name__
-        check_observation_space(name, obs_space, self.observation_spaces, self.image_observations)
-        check_action_space(name, action_space, self.action_spaces, self.action_space_hint)
+        if source is not None:
+            require(hp.vectorization not in ("native", "envpool"),
+                    f"action masks are read by a wrapper of each sub-env, which vectorization={hp.vectorization!r} has not; use 'sync' or 'async'.")  # fmt: skip
+            # The mask travels in the observations: every env of this module (training, evaluation, predict) gets the wrapper.
+            self.mask_wrappers = (mask_wrapper_spec(source, hp.env_id),)
+            obs_space = masked_observation_space(obs_space, action_space)
+        else:
+            self.mask_wrappers = ()
+        self.env_wrappers = [*own_wrappers, *map(resolve_wrapper, self.mask_wrappers)]
+        self.action_mask_source = source
         self.observation_space, self.action_space = obs_space, action_space
         return obs_space, action_space
 
@@ -299,7 +329,7 @@ class RLModule(L.LightningModule):
                 f"normalize_obs=True, but {type(self).__name__} did not call self.setup_normalization() after building its policy.")  # fmt: skip
         spec = CollectorSpec(
             hp.env_id, hp.num_envs, hp.seed, rank, self.world_size, hp.vectorization, hp.env_kwargs, hp.total_timesteps,
-            env_wrappers=tuple(hp.env_wrappers or ()),
+            env_wrappers=tuple(hp.env_wrappers or ()) + self.mask_wrappers,
             reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
         )
         # "sync": the envs, here; "async": an actor process that makes them at the first batch.

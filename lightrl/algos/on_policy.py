@@ -16,6 +16,7 @@ from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
+from lightrl.nn.masking import MaskedActorCritic
 from lightrl.policies import ActorCriticPolicy
 from lightrl.rng import seeded
 
@@ -23,7 +24,8 @@ from lightrl.rng import seeded
 class OnPolicyAlgorithm(RLModule):
     """Collects a rollout with the current policy, computes GAE, and yields it as one batch.
 
-    The policy is an :class:`~lightrl.policies.ActorCriticPolicy`; its actor-critic is :attr:`agent`.
+    The policy is an :class:`~lightrl.policies.ActorCriticPolicy`; its actor-critic is :attr:`agent`, a
+    :class:`~lightrl.nn.masking.MaskedActorCritic` when the env gives action masks (``action_masking``).
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
@@ -34,6 +36,7 @@ class OnPolicyAlgorithm(RLModule):
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+    supports_action_masking = True
 
     #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
     batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
@@ -53,8 +56,9 @@ class OnPolicyAlgorithm(RLModule):
     def build_agent(self) -> None:
         """Check the env's spaces and build the policy around an actor-critic seeded by ``seed`` alone."""
         obs_space, action_space = self.probe_spaces()
+        network = MaskedActorCritic if self.action_mask_source is not None else ActorCritic
         with seeded(self.hparams.seed):
-            agent = ActorCritic(obs_space, action_space, self.hparams.hidden_sizes)
+            agent = network(obs_space, action_space, self.hparams.hidden_sizes)
         self.policy = ActorCriticPolicy(agent, obs_space, action_space)
         self.setup_normalization()
 

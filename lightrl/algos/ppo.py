@@ -76,7 +76,8 @@ class PPO(OnPolicyAlgorithm):
         max_grad_norm: Global gradient-norm clip; ``None`` disables it.
         target_kl: Stop the iteration's epochs early when the approximate KL exceeds it (agreed across ranks).
         hidden_sizes: Hidden widths of the actor and critic MLPs.
-        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs`` (see :class:`~lightrl.algos.base.RLModule`).
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
+            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`).
 
     Example::
 
