@@ -3,7 +3,8 @@
 Lightning steps no scheduler when a module optimizes manually, as lightrl's algorithms do, and it drops
 the ``monitor`` and ``strict`` keys of ``configure_optimizers``' scheduler configs (with a warning that
 they are ignored). lightrl keeps them instead (see :func:`keep_scheduler_monitors`) and steps every
-scheduler as Lightning would under automatic optimization (:func:`step_lr_schedulers`).
+scheduler as Lightning would under automatic optimization (:func:`step_lr_schedulers`). A resume with a
+longer budget continues each ``LambdaLR`` on the new budget from its first step (:func:`resume_lambda_schedules`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def resume_lambda_schedules(trainer: Any) -> None:
     ends at 0) would otherwise train its first step at that rate and only then jump to the new budget's.
     Each ``LambdaLR`` that is its optimizer's only scheduler gets ``base_lr * lr_lambda(last_epoch)``, with
     the lambda of this run (which reads this run's budget), so the schedule continues as a run started with
-    the new budget would be at that step. Unchanged budgets give the same rates (the step is exact).
+    the new budget would be at that step. With an unchanged budget these are the restored rates, bit for
+    bit, so an interrupted run still resumes exactly.
     Does nothing without a ``ckpt_path``: a fresh run starts at ``lr_lambda(0)`` already.
     """
     if trainer.ckpt_path is None:

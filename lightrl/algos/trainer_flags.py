@@ -1,4 +1,5 @@
-"""Trainer flags that cannot apply to an RL module, refused before any env is created, with the setting to use."""
+"""Trainer flags that cannot apply to an RL module, refused before any env is created, with the setting to use;
+and the logging cadence that replaces Lightning's default ``log_every_n_steps`` (:func:`set_log_cadence`)."""
 
 from __future__ import annotations
 
