@@ -121,12 +121,12 @@ def keep_none() -> dict[str, bool]:
 class LightRLCLI(CkptPathHook, LightningCLI):
     """LightningCLI over every :class:`~lightrl.algos.base.RLModule`, with lightrl's Trainer defaults.
 
-    Defaults: W&B logging (offline without an account), ``max_epochs=-1`` (the env-step budget ends
-    the run) and a log line per training step.
+    Defaults: W&B logging (offline without an account) and ``max_epochs=-1`` (the env-step budget ends
+    the run). ``log_every_n_steps`` is left to the module's cadence, as from Python (``RLModule.log_interval``).
     """
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"trainer.max_epochs": -1, "trainer.log_every_n_steps": 1, "trainer.logger": DEFAULT_LOGGER})
+        parser.set_defaults({"trainer.max_epochs": -1, "trainer.logger": DEFAULT_LOGGER})
 
     def parse_arguments(self, parser, args) -> None:
         self.argv = list(sys.argv[1:] if args is None else args)

@@ -20,8 +20,8 @@ from torchmetrics import MeanMetric
 
 from lightrl.algos import evaluation_steps as evaluation
 from lightrl.algos.resume import RankState, attached_trainer, check_resume, checkpoint_dir, checkpoint_metadata, fail_nonfinite
-from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
-from lightrl.algos.trainer_flags import check_trainer_flags
+from lightrl.algos.schedulers import keep_scheduler_monitors, resume_lambda_schedules, step_lr_schedulers
+from lightrl.algos.trainer_flags import check_trainer_flags, set_log_cadence
 from lightrl.callbacks import default_callbacks
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.datasets import evaluation_loader, experience_loader
@@ -146,6 +146,10 @@ class RLModule(L.LightningModule):
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what collectors, evaluation and export act with.
     policy: Policy
+    #: Env steps between log points under Lightning's default ``Trainer(log_every_n_steps=50)``, which
+    #: lightrl replaces by ``max(1, log_interval // env_steps_per_batch)`` training steps (a log point per
+    #: PPO rollout by default); an explicit ``log_every_n_steps`` is kept. See :func:`~lightrl.algos.trainer_flags.set_log_cadence`.
+    log_interval: int = 1000
 
     def __init__(
         self,
@@ -447,6 +451,7 @@ class RLModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._fit_start = (time.perf_counter(), self.env_steps)
         self.timer.reset()
+        resume_lambda_schedules(self.trainer)  # a resume with a longer budget: the restored lr is the old budget's
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.source.publish(self.policy)  # the async actor acts with the new weights from its next batch
@@ -475,11 +480,12 @@ class RLModule(L.LightningModule):
 
     @property
     def should_log(self) -> bool:
-        """Whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches.
+        """Whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches, and the last.
 
         Lightning's own rule, from the Trainer's public counters: the n-th training batch of the fit
         (counted across epochs and resumes) is written when n is a multiple of ``log_every_n_steps``,
-        or when training is stopping. On the other batches Lightning drops what ``self.log`` was given,
+        or when training is stopping, as it is once the batch that reaches the budget ends (so the
+        final values are always in the logs). On the other batches Lightning drops what ``self.log`` was given,
         so lightrl skips those calls, and the collector keeps its finished episodes, which then count
         towards the next logged mean return instead of being lost.
         """
@@ -488,7 +494,7 @@ class RLModule(L.LightningModule):
             return True
         if trainer.log_every_n_steps == 0:
             return False
-        return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+        return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop or self.budget_reached
 
     def log_metrics(self, metrics: dict[str, Tensor | float]) -> None:
         """Log ``metrics`` and the episode statistics with the global env step as the x-axis.
@@ -548,4 +554,5 @@ class RLModule(L.LightningModule):
         # The first hook Lightning calls with the Trainer attached, before it checks its own configuration
         # and before setup() creates any env: Trainer flags that cannot apply are refused here.
         check_trainer_flags(self.trainer, self)
+        set_log_cadence(self.trainer, self)
         return default_callbacks(self)

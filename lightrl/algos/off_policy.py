@@ -223,8 +223,9 @@ class OffPolicyAlgorithm(RLModule):
             metrics = self.train_batch(batch)
             self.timer.add("learn", tic)
         step_lr_schedulers(self, "step")
-        if metrics is not None and self.should_log:  # skip building the log calls on batches Lightning does not write
-            self.log_metrics(metrics)
+        # Skip building the log calls on batches Lightning does not write; the budget's last batch is always written.
+        if self.should_log and (metrics is not None or self.budget_reached):
+            self.log_metrics(metrics or {})
 
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         """Run one gradient step per leading index of ``batch``; return the metrics to log (override this)."""

@@ -113,7 +113,11 @@ class OnPolicyAlgorithm(RLModule):
         return batch
 
     def linear_lr_schedule(self, optimizer: torch.optim.Optimizer, anneal: bool) -> dict[str, Any]:
-        """A LambdaLR that decays the learning rate linearly to 0 over the run when ``anneal`` is set."""
+        """A LambdaLR that decays the learning rate linearly to 0 over the run when ``anneal`` is set.
+
+        The run is this fit's ``total_timesteps``: a resume with a longer budget continues on the longer
+        schedule, at the step it is at (see :func:`~lightrl.algos.schedulers.resume_lambda_schedules`).
+        """
         total = self.num_iterations
         factor = (lambda it: max(1.0 - it / total, 0.0)) if anneal else (lambda it: 1.0)
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
