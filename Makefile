@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[atari,mujoco,video,envpool,export,test,bench,docs]"
+	$(PIP) install --quiet -e ".[atari,mujoco,video,envpool,export,test,bench,docs,tune]"
 	touch $(STAMP)
 
 install: $(STAMP)

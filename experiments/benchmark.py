@@ -40,6 +40,9 @@ EXPERIMENTS = Path(__file__).parent
 
 #: CleanRL's PPO agent in SB3's terms: separate 64-64 actor and critic MLPs, Adam with eps 1e-5.
 CLEANRL_PPO_POLICY = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), optimizer_kwargs=dict(eps=1e-5))
+#: CleanRL's ppo.py defaults as SB3's PPO kwargs (a row changes what its recipe changes).
+CLEANRL_PPO = dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+                   clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, policy_kwargs=CLEANRL_PPO_POLICY)
 
 # Each row: the lightrl experiment config (and overrides of its init_args), and the SB3 algorithm, kwargs and number
 # of envs of the same recipe (see shared/ANCHORS.md). `timesteps` is the row's default budget.
@@ -48,9 +51,7 @@ ROWS = {
         "title": "PPO CartPole-v1, CleanRL defaults",
         "timesteps": 100_000,
         "lightrl": "ppo_cleanrl_cartpole.yaml",
-        "sb3": ("PPO", dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate="linear:2.5e-4", gamma=0.99, gae_lambda=0.95,
-                            clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
-                            policy_kwargs=CLEANRL_PPO_POLICY), 4),
+        "sb3": ("PPO", CLEANRL_PPO, 4),
     },
     "ppo_zoo": {
         "title": "PPO CartPole-v1, RL-zoo recipe",
@@ -105,8 +106,16 @@ ROWS = {
         "policy": "CnnPolicy",
         "evaluate": False,
     },
+    "ppo_masked_taxi": {
+        "title": "PPO Taxi-v4, action masks (info)",
+        "timesteps": 200_000,
+        "lightrl": "ppo_taxi_masked.yaml",
+        # sb3-contrib's MaskablePPO reads the same info["action_mask"] through action_masks() (InfoActionMasks).
+        "sb3": ("MaskablePPO", {**CLEANRL_PPO, "n_steps": 64, "batch_size": 256, "n_epochs": 10, "learning_rate": "linear:1e-3", "ent_coef": 0.02}, 16),
+        "action_masks": True,
+    },
 }
-DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari"]
+DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari", "ppo_masked_taxi"]
 #: What ``--compare`` sets against lightrl's default run (library A).
 COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize",
                "precision": "lightrl-bf16", "vectorization": "lightrl-sync"}
@@ -219,6 +228,8 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     env_id = lightrl_config(row)["init_args"]["env_id"]
+    if row.get("action_masks"):
+        return make_vec_env(env_id, n_envs=num_envs, seed=seed, wrapper_class=info_action_masks())
     if "vec_normalize" in row:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -230,6 +241,28 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     env = DummyVecEnv([lambda: make_env(env_id) for _ in range(num_envs)])
     env.seed(seed)
     return env
+
+
+def info_action_masks():
+    """A gymnasium wrapper that gives ``info["action_mask"]`` of the last ``reset()`` or ``step()`` as ``action_masks()``
+    (sb3-contrib's convention): MaskablePPO then masks with the very masks lightrl reads from ``info``."""
+    import gymnasium as gym
+
+    class InfoActionMasks(gym.Wrapper):
+        def reset(self, **kwargs):
+            obs, info = self.env.reset(**kwargs)
+            self.mask = info["action_mask"]
+            return obs, info
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.mask = info["action_mask"]
+            return obs, reward, terminated, truncated, info
+
+        def action_masks(self):
+            return self.mask.astype(bool)
+
+    return InfoActionMasks
 
 
 class SB3Policy:
@@ -248,6 +281,8 @@ class SB3Policy:
         self.vec_normalize = env if isinstance(env, VecNormalize) else None  # its statistics, frozen, as lightrl evaluates
         self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
         self.policy = self  # evaluation acts through module.policy: act(obs) and explore(obs)
+        # MaskablePPO acts with masks: the evaluation envs carry info["action_mask"] in the observations, as lightrl's do.
+        self.env_wrappers = masked_env_wrappers(env_id) if type(model).__name__ == "MaskablePPO" else []
 
     def eval(self):
         return self
@@ -258,6 +293,9 @@ class SB3Policy:
     def act(self, obs, deterministic: bool = True):
         import torch
 
+        if isinstance(obs, dict):  # {"action_mask", "obs"} of masked envs
+            actions, _ = self.model.predict(obs["obs"].cpu().numpy(), deterministic=deterministic, action_masks=obs["action_mask"].cpu().numpy())
+            return torch.as_tensor(actions)
         obs = obs.cpu().numpy()
         if self.vec_normalize is not None:
             obs = self.vec_normalize.normalize_obs(obs)
@@ -266,6 +304,14 @@ class SB3Policy:
 
     def explore(self, obs):
         return self.act(obs, deterministic=False)
+
+
+def masked_env_wrappers(env_id: str) -> list:
+    """The wrapper that puts ``info["action_mask"]`` into the observations, as lightrl's masked runs have it."""
+    from lightrl.envs.masks import mask_wrapper_spec
+    from lightrl.envs.vector import resolve_wrapper
+
+    return [resolve_wrapper(mask_wrapper_spec("info", env_id))]
 
 
 def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
@@ -287,7 +333,13 @@ def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
 
     name, kwargs, num_envs = row["sb3"]
     env = sb3_env(row, num_envs, seed)
-    model = getattr(sb3, name)(row.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", verbose=0,
+    if name == "MaskablePPO":
+        import sb3_contrib
+
+        library = sb3_contrib
+    else:
+        library = sb3
+    model = getattr(library, name)(row.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", verbose=0,
                                **{k: sb3_value(v, env) for k, v in kwargs.items()})
     recorder = EpisodeRecorder()
     start = time.perf_counter()

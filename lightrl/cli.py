@@ -12,6 +12,7 @@ Examples::
     lightrl predict --model PPO --ckpt_path last                            # actions for the first observations
     lightrl evaluate --ckpt_path last --num_episodes 10                     # shorthand: prints mean +/- std
     lightrl export runs/lightrl/<run>/checkpoints/last.ckpt --output policy.onnx   # or policy.pt2
+    lightrl tune --config experiments/ppo_cartpole.yaml --search experiments/search_ppo_cartpole.yaml --n_trials 8
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import netrc
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -36,12 +38,15 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightrl.algos.base import RLModule
 from lightrl.algos.resume import check_class, check_resume
 from lightrl.algos.trainer_flags import UnsupportedTrainerFlag
+from lightrl.callbacks.interrupt import TrainingInterrupted
 from lightrl.checkpoint_io import CheckpointWriteError, previous_version
 from lightrl.compat import CkptPathHook
 from lightrl.deploy import FORMATS, export
 from lightrl.errors import EnvError, EnvWorkerDied, NonFiniteError
 from lightrl.evaluation import evaluate
 from lightrl.safe_checkpoint import check_wrappers, load_checkpoint
+from lightrl.tune import INSTALL_HINT, PRUNERS, PruneOnValidation, TuneError, best_summary, decoded_params, default_storage
+from lightrl.tune import as_flags, make_pruner, parse_search_space, read_search_space, run_study
 from lightrl.utils import load_module
 
 #: What each subcommand does, for ``lightrl --help``.
@@ -104,21 +109,24 @@ class SaveRunConfig(SaveConfigCallback):
         """Write ``config.yaml`` to :func:`run_dir` (rank 0 only)."""
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        # Keep the None values; jsonargparse 4.49 renamed skip_none (which it now warns about) to skip_unset.
-        renamed = tuple(int(n) for n in re.findall(r"\d+", jsonargparse.__version__)[:2]) >= (4, 49)
-        keep_none = {"skip_unset" if renamed else "skip_none": False}
-        self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none)
+        self.parser.save(self.config, str(folder / self.config_filename), overwrite=True, multifile=self.multifile, **keep_none())
+
+
+def keep_none() -> dict[str, bool]:
+    """The keyword of jsonargparse's ``save`` and ``dump`` that keeps None values (4.49 renamed ``skip_none`` to ``skip_unset``)."""
+    renamed = tuple(int(n) for n in re.findall(r"\d+", jsonargparse.__version__)[:2]) >= (4, 49)
+    return {"skip_unset" if renamed else "skip_none": False}
 
 
 class LightRLCLI(CkptPathHook, LightningCLI):
     """LightningCLI over every :class:`~lightrl.algos.base.RLModule`, with lightrl's Trainer defaults.
 
-    Defaults: W&B logging (offline without an account), ``max_epochs=-1`` (the env-step budget ends
-    the run) and a log line per training step.
+    Defaults: W&B logging (offline without an account) and ``max_epochs=-1`` (the env-step budget ends
+    the run). ``log_every_n_steps`` is left to the module's cadence, as from Python (``RLModule.log_interval``).
     """
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"trainer.max_epochs": -1, "trainer.log_every_n_steps": 1, "trainer.logger": DEFAULT_LOGGER})
+        parser.set_defaults({"trainer.max_epochs": -1, "trainer.logger": DEFAULT_LOGGER})
 
     def parse_arguments(self, parser, args) -> None:
         self.argv = list(sys.argv[1:] if args is None else args)
@@ -422,6 +430,184 @@ def export_main(argv: Sequence[str]) -> None:
     print(f"{type(module).__name__} policy for {module.hparams.env_id} written to {output} ({FORMATS[output.suffix]})")
 
 
+# ------------------------------------------------------------------------------------ lightrl tune
+
+
+class ConfigOnly(LightRLCLI):
+    """Parses a ``lightrl fit`` command line into its configuration, making no model, Trainer or env (``run=False``)."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def fit_config(args: Sequence[str]) -> ConfigOnly:
+    """The parsed configuration of ``lightrl fit ARGS`` (as ``.config``, dumped by ``.parser``), or a UsageError."""
+    try:
+        return run_trial_cli(list(args), cli_class=ConfigOnly, run=False)
+    except argparse.ArgumentError as err:
+        raise UsageError(one_line(str(err))) from None
+
+
+def run_trial_cli(args: Sequence[str], **kwargs) -> LightRLCLI:
+    """:func:`run_cli` for ``lightrl tune``, whose ``args`` differ from ``sys.argv`` on purpose (LightningCLI warns of that)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
+        return run_cli(args, **kwargs)
+
+
+def check_values(fit_args: Sequence[str], dimensions, source: str) -> None:
+    """Raise UsageError naming the entry if the CLI refuses a value of the search space (``low``, ``high``, each choice)."""
+    for dimension in dimensions:
+        for value in dimension.extremes():
+            try:
+                fit_config([*fit_args, *as_flags({dimension.path: value})])
+            except UsageError as err:
+                reason = re.sub(r"^Problem with given class_path '[\w.]+': ", "", str(err))
+                raise UsageError(f"{source}, entry {dimension.path!r}: the model does not take {value!r} ({reason})") from None
+
+
+class TrialCLI(LightRLCLI):
+    """The ``lightrl fit`` of one trial of ``lightrl tune``: a run folder and logger run of its own, on one device.
+
+    Args:
+        trial: The ``optuna.Trial``; its ``run_dir`` user attribute is set to the run's folder before training.
+        study_dir: Where trials without a logger write their run (``<study_dir>/trial_<N>``).
+    """
+
+    def __init__(self, *args, trial, study_dir: Path, **kwargs) -> None:
+        self.trial, self.study_dir = trial, study_dir
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        trainer_config = self.config.fit.trainer
+        if trainer_config.get("devices") == "auto":  # "auto" takes every GPU, and DDP would start `lightrl tune` again per rank
+            trainer_config.devices = 1
+        label_trial_run(trainer_config, self.trial.study.study_name, self.trial.number, self.study_dir)
+        super().before_instantiate_classes()
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.trial.set_user_attr("run_dir", str(run_dir(self.trainer)))  # pruned and failed trials too
+
+
+def label_trial_run(trainer_config, study_name: str, number: int, study_dir: Path) -> None:
+    """Give trial ``number``'s run a folder and a name of its own: the W&B run ``<study_name>-trial_<N>`` in the group
+    ``study_name``, the CSV or TensorBoard version ``<study_name>-trial_<N>``, or without a logger the folder
+    ``study_dir/trial_<N>`` (under ``default_root_dir`` if given). What the user set is kept."""
+    label = f"{study_name}-trial_{number}"
+    loggers = trainer_config.get("logger")
+    if not loggers:
+        trainer_config.default_root_dir = str(Path(trainer_config.get("default_root_dir") or study_dir) / f"trial_{number}")
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is None:  # `--trainer.logger true`: Lightning's TensorBoard logger numbers its runs
+            continue
+        if str(logger.class_path).endswith("WandbLogger"):
+            logger.dict_kwargs = {"group": study_name, **(logger.get("dict_kwargs") or {})}
+            init_args.name = init_args.get("name") or label
+        elif "version" in init_args and init_args.version is None:
+            init_args.version = label
+
+
+def finish_wandb_run() -> None:
+    """End the active W&B run, if any, so that the next trial's logger starts a run of its own."""
+    wandb = sys.modules.get("wandb")  # not imported: no run
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def check_one_device(trainer_config) -> None:
+    """Raise UsageError if the trials would run on several devices (DDP would start ``lightrl tune`` again in each rank)."""
+    devices = trainer_config.get("devices")
+    several = len(devices) > 1 if isinstance(devices, (list, tuple)) else str(devices) not in ("auto", "1", "None")
+    if several or str(trainer_config.get("strategy") or "").startswith("ddp"):
+        raise UsageError(f"lightrl tune trains each trial in its own process on one device, got --trainer.devices {devices}: pass "
+                         "--trainer.devices 1, and start one `lightrl tune` per device on a shared --storage to use more.")  # fmt: skip
+
+
+def tune_main(argv: Sequence[str]) -> None:
+    """``lightrl tune``: an Optuna search over a search space, each trial a ``lightrl fit`` of the other arguments.
+
+    Checks the search space against the model before anything runs, resumes the study found in its storage,
+    prints the best trial and writes it as ``best.yaml``, a config that ``lightrl fit --config`` trains.
+    """
+    parser = OneLineParser(prog="lightrl tune", allow_abbrev=False, description="Search hyperparameters with Optuna; "
+                           "each trial is a `lightrl fit` of the other arguments (--config, --model.*, --trainer.*), scored "
+                           "by eval/return_mean at its last validation. Rerun the same command to continue the study.")  # fmt: skip
+    parser.add_argument("--search", required=True, help="the search space, a YAML file (experiments/search_ppo_cartpole.yaml)")
+    parser.add_argument("--n_trials", type=int, help="trials to run in this invocation")
+    parser.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    parser.add_argument("--study_name", help="default: <Algorithm>-<env id>-<search file name>")
+    parser.add_argument("--storage", help=f"an Optuna storage URL (default: sqlite:///{RUNS}/tune/<study_name>/study.db)")
+    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="stop trials below the median at a validation, or never")
+    parser.add_argument("--n_startup_trials", type=int, default=5, help="trials that finish before the pruner prunes any")
+    parser.add_argument("--sampler_seed", type=int, help="seed of Optuna's TPE sampler")
+    args, fit_args = parser.parse_known_args(argv)
+    if args.n_trials is None and args.timeout is None:
+        raise UsageError("`lightrl tune` needs a budget: pass --n_trials N, --timeout SECONDS, or both.")
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    fit_args = canonical_model_args(fit_args)
+    base = fit_config(fit_args)
+    model_config = base.config.model
+    model_class = import_class(model_config.class_path)
+    dimensions = parse_search_space(read_search_space(args.search), model_class.__name__, model_options(model_class), f"--search {args.search!r}")
+    check_values(fit_args, dimensions, f"--search {args.search!r}")
+    check_one_device(base.config.trainer)
+    study_name = args.study_name or f"{run_name(model_config)}-{Path(args.search).stem}"
+    study_dir = Path(RUNS, "tune", re.sub(r"[^\w.-]+", "-", study_name))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=args.storage or default_storage(study_dir),
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+        pruner=make_pruner(args.pruner, args.n_startup_trials),
+    )
+    print(f"lightrl tune: study {study_name!r} ({len(study.trials)} trials so far)")
+
+    def fit(trial, flags: list[str]) -> float | None:
+        prune = PruneOnValidation(trial)
+        try:
+            run_trial_cli(["fit", *fit_args, *flags], cli_class=TrialCLI, trial=trial, study_dir=study_dir,
+                          trainer_defaults={"callbacks": [prune]})  # fmt: skip
+        except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError) as err:
+            raise UsageError(f"trial {trial.number} ({' '.join(flags)}): {one_line(str(err))}") from None
+        finally:
+            finish_wandb_run()
+        return prune.last_value
+
+    try:
+        run_study(study, dimensions, fit, args.n_trials, args.timeout)
+    except (KeyboardInterrupt, TrainingInterrupted) as err:  # the trial in progress is told FAIL
+        print(f"lightrl tune: interrupted; rerun the same command to continue study {study_name!r}.", file=sys.stderr)
+        sys.exit(err.code if isinstance(err, SystemExit) else 130)
+    write_best(study, dimensions, fit_args, study_dir)
+
+
+def write_best(study, dimensions, fit_args: Sequence[str], study_dir: Path) -> None:
+    """Print the best trial and write it to ``study_dir/best.yaml`` as a full ``lightrl fit`` config."""
+    if not any(t.state.name == "COMPLETE" for t in study.trials):
+        print(f"lightrl tune: no trial of study {study.study_name!r} has completed yet; nothing written.")
+        return
+    best = study.best_trial
+    print(f"lightrl tune: {best_summary(study, dimensions)}")
+    config = fit_config([*fit_args, *as_flags(decoded_params(best.params, dimensions))])
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / "best.yaml"
+    run = best.user_attrs.get("run_dir")
+    header = (f"# Best trial {best.number} of Optuna study {study.study_name!r}: eval/return_mean = {best.value:.2f}"
+              + (f", run {run}" if run else "") + f".\n# Train it: lightrl fit --config {path}\n")  # fmt: skip
+    path.write_text(header + config.parser.dump(config.config, **keep_none()))
+    print(f"lightrl tune: best config written to {path}; train it with `lightrl fit --config {path}`")
+
+
 def one_line(message: str) -> str:
     """The useful part of an error as one line: jsonargparse wraps a model's error in a Union report.
 
@@ -511,9 +697,12 @@ def canonical_model_args(args: Sequence[str]) -> list[str]:
     return args
 
 
-def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
-    """Run ``lightrl fit|validate|test|predict`` with ``args`` (default: the command line); return the CLI object."""
-    return LightRLCLI(
+def run_cli(args: Sequence[str] | None = None, cli_class: type[LightRLCLI] = LightRLCLI, **kwargs) -> LightRLCLI:
+    """Run ``lightrl fit|validate|test|predict`` with ``args`` (default: the command line); return the CLI object.
+
+    ``cli_class`` and ``kwargs`` (more of LightningCLI's arguments) are for ``lightrl tune``'s trials.
+    """
+    return cli_class(
         RLModule,
         subclass_mode_model=True,
         args=args,
@@ -525,9 +714,10 @@ def run_cli(args: Sequence[str] | None = None) -> LightRLCLI:
             "exit_on_error": False,
             "prog": "lightrl",
             "description": "Train and evaluate lightrl algorithms (`lightrl evaluate --help`: a checkpoint's mean return; "
-            "`lightrl export --help`: its policy as ONNX or torch.export).",
+            "`lightrl export --help`: its policy as ONNX or torch.export; `lightrl tune --help`: a hyperparameter search).",
             **{name: {"exit_on_error": False, "description": text} for name, text in SUBCOMMAND_HELP.items()},
         },
+        **kwargs,
     )
 
 
@@ -554,12 +744,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] == "export":
             export_main(args[1:])
             return
+        if args and args[0] == "tune":
+            tune_main(args[1:])
+            return
         if argv is None:  # LightningCLI reads sys.argv itself (and DDP processes start with it)
             sys.argv[1:] = canonical_model_args(args)
             run_cli()
         else:
             run_cli(canonical_model_args(args))
-    except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError) as err:
+    except (UsageError, UnsupportedTrainerFlag, argparse.ArgumentError, TuneError) as err:
         print(f"lightrl: error: {one_line(str(err))} (see `lightrl --help`)", file=sys.stderr)
         sys.exit(2)
     except (NonFiniteError, EnvError, CheckpointWriteError, EnvWorkerDied) as err:

@@ -91,7 +91,7 @@ def maybe_compile(fn: Callable[..., Any], enabled: bool, device: torch.device | 
 
     Example::
 
-        self.sample = maybe_compile(self.agent.sample, self.hparams.compile, self.device)
+        self.sample = maybe_compile(self.policy.agent.sample, self.hparams.compile, self.device)
     """
     if not enabled:
         return fn

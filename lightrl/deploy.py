@@ -13,6 +13,9 @@ observations ``[batch, *obs_shape]`` (images as their 0-255 pixel values; int64 
 Discrete observation space), or for a Dict observation space one such input per key, named after it; and
 one output ``actions``: int64 for Discrete, MultiDiscrete and MultiBinary actions, float32 within the
 bounds for Box actions. The batch dimension is dynamic.
+A policy trained with action masks takes the mask as one more input, ``action_mask``: bool ``[batch, n]``
+(``n`` actions, or ``sum(nvec)`` for MultiDiscrete), True where an action is valid; the env's own observation
+is then the input ``obs`` (or, for a Dict observation space, one input per key as before).
 A JSON description of the spaces and the algorithm is stored with the model (ONNX metadata
 ``lightrl``; the ``.pt2`` archive's extra file ``lightrl.json``).
 """
@@ -33,6 +36,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from lightrl.envs.masks import ActionMask, is_masked
 from lightrl.policies import Policy
 
 #: File suffixes :func:`export` writes, and the format of each.
@@ -78,7 +82,10 @@ def input_names(space: spaces.Space) -> list[str]:
 
 
 def input_dtype(space: spaces.Space) -> torch.dtype:
-    """What an exported input takes: int64 indices for a Discrete or MultiDiscrete space, float32 values for a Box or MultiBinary."""
+    """What an exported input takes: int64 indices for a Discrete or MultiDiscrete space, bool for an action mask,
+    float32 values for a Box or MultiBinary."""
+    if isinstance(space, ActionMask):
+        return torch.bool
     return torch.int64 if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)) else torch.float32
 
 
@@ -113,6 +120,8 @@ def description(source: Any, policy: Policy) -> dict[str, Any]:
         "outputs": ["actions"],
         # Inside the graph: feed it the observations of the wrapped env, unnormalized.
         "normalize_obs": policy.obs_normalizer is not None,
+        # The "action_mask" input, if any, and where training read the env's masks from (lightrl.envs.masks).
+        "action_mask": getattr(source, "action_mask_source", None) if is_masked(space) else None,
         # Outside the graph: the deployment wraps its env with these, as training did.
         "env_wrappers": hparams.get("env_wrappers") or [],
     }

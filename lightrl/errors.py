@@ -13,3 +13,7 @@ class EnvWorkerDied(RuntimeError):
 
 class EnvError(ValueError):
     """An env that breaks its own contract (an observation outside the shape of its observation space)."""
+
+
+class ActionMaskError(EnvError):
+    """An action mask with no valid action for a sub-env that must act: training stops with this error."""

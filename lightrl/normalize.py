@@ -41,8 +41,8 @@ def merge_moments(mean: Any, var: Any, count: Any, batch_mean: Any, batch_var: A
 
 
 def is_normalized(space: spaces.Space) -> bool:
-    """Whether observations of ``space`` are normalized: float Box parts; uint8 images and other spaces are not."""
-    return isinstance(space, spaces.Box) and space.dtype != np.uint8
+    """Whether observations of ``space`` are normalized: float Box parts; uint8 images, bool Boxes (action masks) and other spaces are not."""
+    return isinstance(space, spaces.Box) and space.dtype not in (np.uint8, np.bool_)
 
 
 class RunningMeanStd(nn.Module):
@@ -234,7 +234,7 @@ def setup_normalization(module: Any) -> None:
 
 
 def sync_obs_statistics(module: Any) -> None:
-    """``module.sync_obs_statistics()``: merge the observations every rank accumulated into the policy's statistics.
+    """Merge the observations every rank accumulated into the policy's statistics.
 
     A collective with DDP: every rank calls it at the same point (all ranks run the same number of batches),
     and every rank ends with the same statistics.

@@ -19,8 +19,9 @@ from lightrl.algos.evaluation_steps import EVAL_SEED_OFFSET, TEST_SEED_OFFSET
 from lightrl.cli import main, one_line, run_cli
 from lightrl.evaluation import episode_returns
 
-# Training configs; sweep_*.yaml are W&B sweep configs, checked in tests/test_docs.py.
-EXPERIMENTS = sorted(p for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml") if not p.name.startswith("sweep_"))
+# Training configs; sweep_*.yaml are W&B sweep configs (checked in tests/test_docs.py), search_*.yaml search spaces of
+# `lightrl tune` (checked in tests/test_tune.py).
+EXPERIMENTS = sorted(p for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml") if not p.name.startswith(("sweep_", "search_")))
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -13,6 +13,7 @@ from torch import nn
 import lightrl
 from experiments.resume_check import StopAt
 from lightrl import compat
+from lightrl.algos import training_log
 from lightrl.compile import clone_tensors
 
 
@@ -85,7 +86,7 @@ def test_should_log_is_lightnings_decision_on_every_batch_also_after_a_resume(tm
     class Recorder(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             # The logger connector is private: the test compares lightrl's public rule with it.
-            decisions.append((pl_module.env_steps, pl_module.should_log, trainer._logger_connector.should_update_logs))
+            decisions.append((pl_module.env_steps, training_log.should_log(pl_module), trainer._logger_connector.should_update_logs))
 
     def ppo():
         return lightrl.PPO("CartPole-v1", seed=1, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16])

@@ -127,6 +127,7 @@ def test_ppo_ddp_target_kl_early_stop_is_agreed(tmp_path):
     assert ranks[0]["global_step"] < 4 * 4 * 4  # some epochs were cut short
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_nodes_on_loopback_with_torchrun(tmp_path):
     # Two "nodes" of one process each, rendezvousing on 127.0.0.1, as on a real cluster.

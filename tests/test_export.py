@@ -18,6 +18,8 @@ from gymnasium import spaces
 import lightrl
 from lightrl.cli import main
 from conftest import SPACES_ID
+from lightrl.envs.masks import ActionMask
+from masked_envs import MASKED_ID, MASKED_MULTI_ID
 from space_envs import DISCRETE_OBS_ID, GOAL_BOX_ID, GOAL_DICT_ID, IMAGE_DICT_ID, MULTI_BINARY_ID, MULTI_DISCRETE_ID
 
 onnx_missing = importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None
@@ -258,6 +260,12 @@ SPACE_CASES = {
         "observation_space": spaces.MultiDiscrete([4, 5, 6], start=[0, -2, 1]), "action_space": spaces.Discrete(3)}),
     "ppo-multi-binary-obs": lambda: lightrl.PPO(SPACES_ID, env_kwargs={
         "observation_space": spaces.MultiBinary(8), "action_space": spaces.MultiDiscrete([3, 3])}),
+    # Action masks: one more input, "action_mask" (bool).
+    "ppo-masked": lambda: lightrl.PPO(MASKED_ID),
+    "ppo-masked-dict-obs": lambda: lightrl.PPO(MASKED_ID, env_kwargs={"mask_in": "obs"}),
+    "ppo-masked-multi-discrete": lambda: lightrl.PPO(MASKED_MULTI_ID),
+    "dqn-masked": lambda: lightrl.DQN(MASKED_ID),
+    "a2c-masked-taxi": lambda: lightrl.A2C("Taxi-v4" if "Taxi-v4" in gym.registry else "Taxi-v3"),
 }
 
 
@@ -265,6 +273,11 @@ def space_observations(space: spaces.Space, n: int = 1000, seed: int = 0) -> dic
     """The exported inputs, by name: ``obs``, or a Dict's keys; int64 indices for Discrete and MultiDiscrete spaces."""
     def part(sub: spaces.Space, offset: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed + offset)
+        if isinstance(sub, ActionMask):  # random masks with a valid value in every group
+            mask = torch.rand((n, *sub.shape), generator=generator) < 0.5
+            first = torch.cumsum(torch.tensor([0, *sub.groups[:-1]]), 0)
+            mask[:, first + (torch.rand((n, len(sub.groups)), generator=generator) * torch.tensor(sub.groups)).long()] = True
+            return mask
         if isinstance(sub, spaces.Discrete):
             return torch.randint(int(sub.n), (n,), generator=generator) + int(sub.start)
         if isinstance(sub, spaces.MultiDiscrete):
@@ -299,6 +312,11 @@ def test_onnx_acts_as_the_policy_over_1000_observations(make, tmp_path):
         expected = policy.act(obs).numpy()
     actions = run_onnx(lightrl.export(model, tmp_path / "policy.onnx"), obs)  # one input per Dict key, named after it
     assert_same_actions(actions, expected, policy.action_space)
+    if "action_mask" in inputs:  # and never an action the mask forbids
+        groups = policy.observation_space["action_mask"].groups
+        offsets = np.cumsum([0, *groups[:-1]])
+        chosen = offsets + actions.reshape(len(actions), -1)
+        assert np.take_along_axis(inputs["action_mask"].numpy(), chosen, axis=1).all()
 
 
 def test_pt2_takes_a_dict_of_observations_and_describes_its_inputs(tmp_path):
@@ -313,3 +331,22 @@ def test_pt2_takes_a_dict_of_observations_and_describes_its_inputs(tmp_path):
         obs = space_observations(model.observation_space, n=n)
         with torch.no_grad():
             assert torch.equal(program(obs), model.policy.act(obs))
+
+
+def test_pt2_takes_the_action_mask_as_a_named_input_and_never_acts_against_it(tmp_path):
+    model = lightrl.DQN(MASKED_ID)
+    with torch.no_grad():
+        for p in model.q_network.parameters():
+            p.add_(torch.randn_like(p))
+    path = lightrl.export(model, tmp_path / "policy.pt2")
+    extra = {"lightrl.json": ""}
+    program = torch.export.load(path, extra_files=extra).module()
+    meta = json.loads(extra["lightrl.json"])
+    assert meta["inputs"] == ["action_mask", "obs"] and meta["action_mask"] == "info"
+    assert meta["input_shapes"] == {"action_mask": [6], "obs": [6]} and meta["input_dtypes"] == {"action_mask": "bool", "obs": "float32"}
+    inputs = space_observations(model.observation_space, n=500)
+    actions = program(inputs)
+    with torch.no_grad():
+        assert torch.equal(actions, model.policy.act(inputs))
+    assert inputs["action_mask"][torch.arange(500), actions].all()
+    assert json.loads(json.dumps(lightrl.deploy.description(lightrl.PPO("CartPole-v1"), lightrl.PPO("CartPole-v1").policy)))["action_mask"] is None

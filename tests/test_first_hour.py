@@ -58,6 +58,7 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # seven CLI processes
 @pytest.mark.timeout(400)
 def test_own_env_by_module_and_id_from_the_current_folder_and_one_line_when_not_importable(tmp_path):
     shutil.copy(EXAMPLES / "goal_on_a_line.py", tmp_path)  # own-env.md's example

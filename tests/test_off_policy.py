@@ -476,6 +476,7 @@ def test_bf16_mixed_precision_runs(make, max_grad_norm):
     assert model.num_updates > 0
 
 
+@pytest.mark.slow  # PPO's Nature CNN on Pong stays in the fast suite
 @requires_ale
 def test_dqn_on_pong_with_the_nature_cnn():
     model = DQN("ALE/Pong-v5", total_timesteps=300, learning_starts=100, buffer_size=500, batch_size=8,
@@ -551,6 +552,7 @@ def test_sac_learns_pendulum_on_a_small_budget():
     assert mean_return >= -300
 
 
+@pytest.mark.slow  # SAC's small-budget test shares the continuous-control path
 def test_td3_learns_pendulum_on_a_small_budget():
     model = TD3("Pendulum-v1", seed=1, total_timesteps=6000, learning_starts=500, learning_rate=1e-3, gamma=0.98,
                 batch_size=128, hidden_sizes=[64, 64])  # fmt: skip

@@ -32,6 +32,7 @@ def test_bf16_mixed_ppo_improves_the_return():
     assert after >= 250 and after > before, (before, after)
 
 
+@pytest.mark.slow  # bf16 PPO's learning test stays in the fast suite
 @pytest.mark.timeout(300)
 def test_bf16_mixed_sac_improves_the_return():
     model = lightrl.SAC("Pendulum-v1", seed=1, total_timesteps=5000, learning_starts=100, policy_lr=1e-3, q_lr=1e-3,

@@ -112,6 +112,7 @@ def test_sigint_saves_last_checkpoint_and_the_run_resumes_to_its_budget(tmp_path
     assert final["lightrl"]["env_steps"] == budget
 
 
+@pytest.mark.slow  # the SIGINT test covers resuming a stopped run in the fast suite
 @pytest.mark.timeout(300)
 def test_a_sigkill_loses_at_most_one_epoch_and_the_run_resumes_to_its_budget(tmp_path):
     # 8 rollouts of 4 x 32 env steps per epoch; last.ckpt is rewritten at the end of each one.

@@ -33,7 +33,8 @@ class A2C(OnPolicyAlgorithm):
         vf_coef: Value loss coefficient.
         max_grad_norm: Global gradient-norm clip; ``None`` disables it.
         hidden_sizes: Hidden widths of the actor and critic MLPs.
-        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs`` (see :class:`~lightrl.algos.base.RLModule`).
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
+            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`).
     """
 
     supports_async_collector = True

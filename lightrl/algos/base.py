@@ -26,8 +26,8 @@ from lightrl.algos import checks, precision, training_log
 from lightrl.algos import evaluation_steps as evaluation
 from lightrl.algos.checks import check_base_hyperparameters, check_normalization
 from lightrl.algos.resume import RankState, attached_trainer, load_run_state, save_run_state
-from lightrl.algos.schedulers import keep_scheduler_monitors, step_lr_schedulers
-from lightrl.algos.trainer_flags import check_trainer_flags
+from lightrl.algos.schedulers import keep_scheduler_monitors, resume_lambda_schedules, step_lr_schedulers
+from lightrl.algos.trainer_flags import check_trainer_flags, set_log_cadence
 from lightrl.callbacks import default_callbacks
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.datasets import experience_loader
@@ -44,7 +44,7 @@ def collector_spec(module: RLModule) -> CollectorSpec:
     hp = module.hparams
     return CollectorSpec(
         hp.env_id, hp.num_envs, hp.seed, module.trainer.global_rank, module.world_size, hp.vectorization, hp.env_kwargs,
-        hp.total_timesteps, env_wrappers=tuple(hp.env_wrappers or ()),
+        hp.total_timesteps, env_wrappers=tuple(hp.env_wrappers or ()) + module.mask_wrappers,
         reward_normalization=(hp.gamma, hp.clip_reward) if hp.normalize_reward else None,
     )  # fmt: skip
 
@@ -77,6 +77,7 @@ class RLModule(L.LightningModule):
         clip_reward: Normalized rewards are clipped to ``[-clip_reward, clip_reward]``.
         gamma: Discount factor in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
         max_grad_norm: Clip each optimizer's parameter groups to this norm, after AMP unscaling; ``None``: no clipping.
+        action_masking: Never take an action the env marks invalid (PPO, A2C, DQN); ``None``: when the env gives masks (:mod:`lightrl.envs.masks`).
     """
 
     #: Space classes the algorithm accepts, checked by :meth:`probe_spaces` (``spaces.Dict``: of the others).
@@ -86,10 +87,14 @@ class RLModule(L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
+    #: Whether ``action_masking`` can be on: the algorithm builds masked networks when ``action_mask_source`` is set.
+    supports_action_masking: bool = False
     #: Whether ``collector="async"`` works: it collects through :attr:`source` and acts only through :attr:`policy`.
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what sources, evaluation and export act with.
     policy: Policy
+    #: Env steps between log points under Lightning's default ``log_every_n_steps`` (:func:`~lightrl.algos.trainer_flags.set_log_cadence`).
+    log_interval: int = 1000
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class RLModule(L.LightningModule):
         clip_reward: float = 10.0,
         gamma: float = 0.99,
         max_grad_norm: float | None = None,
+        action_masking: bool | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +127,7 @@ class RLModule(L.LightningModule):
         self.env_wrappers = resolve_wrappers(wrappers)  # what every env of this module is wrapped with
         self.hparams.env_wrappers = wrappers or None  # as plain data (class paths): checkpoints and the async actor hold no code
         self.env_steps = self.skipped_optimizer_steps = 0
+        self.action_mask_source, self.mask_wrappers = None, ()  # where masks come from, and their wrappers: set by probe_spaces
         #: Where the experience comes from (made at ``setup``, see :meth:`make_source`); closed at the end of a fit.
         self.source: EnvSource | None = None
         self.episode_return, self.episode_length = MeanMetric(), MeanMetric()  # what log_metrics averages
@@ -134,10 +141,8 @@ class RLModule(L.LightningModule):
         super().__init_subclass__(**kwargs)
         keep_scheduler_monitors(cls)  # Lightning drops schedulers' "monitor" under manual optimization
 
-    # ----------------------------------------------------------------- plain functions, whose docstrings say what each does
-    probe_spaces = checks.probe_spaces
+    probe_spaces = checks.probe_spaces  # plain functions, whose docstrings say what each does
     setup_normalization = normalize.setup_normalization
-    sync_obs_statistics = normalize.sync_obs_statistics
 
     @property
     def world_size(self) -> int:
@@ -205,12 +210,12 @@ class RLModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         precision.clip_gradients(self, optimizer, self.hparams.max_grad_norm)  # after the AMP scaler has unscaled them
 
-    # What a checkpoint holds beyond Lightning's own state: see lightrl.algos.resume.
-    on_save_checkpoint, on_load_checkpoint = save_run_state, load_run_state
+    on_save_checkpoint, on_load_checkpoint = save_run_state, load_run_state  # what a checkpoint holds beyond Lightning's: see resume.py
 
     def on_train_start(self) -> None:
         self.fit_start = (time.perf_counter(), self.env_steps)
         self.timer.reset()
+        resume_lambda_schedules(self.trainer)  # a resume with a longer budget: the restored lr is the old budget's
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.source.publish(self.policy)  # the async actor acts with the new weights from its next batch
@@ -224,9 +229,7 @@ class RLModule(L.LightningModule):
         if self.budget_reached:
             self.trainer.should_stop = True
 
-    # What is logged and when: see lightrl.algos.training_log.
-    sps = property(training_log.steps_per_second)
-    should_log = property(training_log.should_log)
+    sps = property(training_log.steps_per_second)  # what is logged and when: see lightrl.algos.training_log
     log_metrics = training_log.log_metrics
 
     # ----------------------------------------------------------------- Lightning's validate, test and predict
@@ -244,4 +247,5 @@ class RLModule(L.LightningModule):
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         # The first hook with the Trainer attached, before any env exists: refuse Trainer flags that cannot apply.
         check_trainer_flags(self.trainer, self)
+        set_log_cadence(self.trainer, self)
         return default_callbacks(self)

@@ -9,8 +9,9 @@ from gymnasium import spaces
 
 from lightrl.data.source import COLLECTOR_MODES
 from lightrl.envs.checks import require_video_support, run_env_checker
+from lightrl.envs.masks import mask_wrapper_spec, masked_observation_space, probe_action_mask
 from lightrl.envs.spaces import check_action_space, check_observation_space
-from lightrl.envs.vector import VECTORIZATIONS, make_env
+from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrapper
 
 
 def require(condition: bool, message: str) -> None:
@@ -45,6 +46,12 @@ def check_base_hyperparameters(algo: type, hp: Mapping[str, Any]) -> None:
         "collector='async' runs the envs in one actor process, which cannot start vectorization='async' workers; "
         "use vectorization='sync' or 'envpool' with it.",
     )
+    action_masking = hp["action_masking"]
+    require(action_masking in (None, True, False), f"action_masking must be True, False or None (on when the env gives a mask), got {action_masking!r}.")
+    require(
+        action_masking is not True or algo.supports_action_masking,
+        f"action_masking=True is not supported by {algo.__name__}; use PPO or A2C (Discrete, MultiDiscrete actions) or DQN (Discrete).",
+    )
     if hp["capture_video"]:
         require_video_support()
     require(isinstance(hp["compile"], bool), f"compile must be True or False, got {hp['compile']!r}.")
@@ -66,20 +73,35 @@ def probe_spaces(module: Any) -> tuple[spaces.Space, spaces.Space]:
     Runs gymnasium's env checker first with ``check_env``. The algorithm's class attributes
     ``observation_spaces``, ``action_spaces``, ``image_observations`` and ``action_space_hint`` say what it accepts.
 
+    With action masks (``action_masking``), the returned observation space is the masked one, and
+    ``module.action_mask_source`` and ``module.mask_wrappers`` say where the mask comes from.
+
     Raises:
-        ValueError: on an unknown env id, or a space this algorithm does not support.
+        ValueError: on an unknown env id, a space this algorithm does not support, or a mask it cannot take.
     """
     hp = module.hparams
     if hp.check_env:
         run_env_checker(hp.env_id, hp.env_kwargs)
-    env = make_env(hp.env_id, hp.env_kwargs, env_wrappers=module.env_wrappers)
+    own_wrappers = module.env_wrappers[: len(module.env_wrappers) - len(module.mask_wrappers)]  # without a previous probe's mask wrapper
+    env = make_env(hp.env_id, hp.env_kwargs, env_wrappers=own_wrappers)
     try:
         obs_space, action_space = env.observation_space, env.action_space
+        name = type(module).__name__
+        check_observation_space(name, obs_space, module.observation_spaces, module.image_observations)
+        check_action_space(name, action_space, module.action_spaces, module.action_space_hint)
+        source = probe_action_mask(env, hp.env_id, hp.action_masking if module.supports_action_masking else False)
     finally:
         env.close()
-    name = type(module).__name__
-    check_observation_space(name, obs_space, module.observation_spaces, module.image_observations)
-    check_action_space(name, action_space, module.action_spaces, module.action_space_hint)
+    if source is not None:
+        require(hp.vectorization not in ("native", "envpool"),
+                f"action masks are read by a wrapper of each sub-env, which vectorization={hp.vectorization!r} has not; use 'sync' or 'async'.")  # fmt: skip
+        # The mask travels in the observations: every env of this module (training, evaluation, predict) gets the wrapper.
+        module.mask_wrappers = (mask_wrapper_spec(source, hp.env_id),)
+        obs_space = masked_observation_space(obs_space, action_space)
+    else:
+        module.mask_wrappers = ()
+    module.env_wrappers = [*own_wrappers, *map(resolve_wrapper, module.mask_wrappers)]
+    module.action_mask_source = source
     module.observation_space, module.action_space = obs_space, action_space
     return obs_space, action_space
 

@@ -13,6 +13,7 @@ from lightrl.algos.checks import require, require_widths
 from lightrl.algos.off_policy import OffPolicyAlgorithm
 from lightrl.compile import maybe_compile
 from lightrl.losses.q_learning import DQN_LOSSES, dqn_loss, dqn_target, polyak_update
+from lightrl.nn.masking import MaskedQNetwork
 from lightrl.nn.q_networks import QNetwork
 from lightrl.policies import EpsilonGreedyPolicy
 from lightrl.rng import seeded
@@ -66,7 +67,8 @@ class DQN(OffPolicyAlgorithm):
         adam_eps: Adam's epsilon (1e-8 is torch's default, kept by CleanRL and by Stable-Baselines3's DQN).
         hidden_sizes: Widths of the hidden layers; for images, the first is the Nature-CNN's linear layer.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``save_replay_buffer``,
-            ``phases_per_training_step``.
+            ``phases_per_training_step``, ``action_masking`` (on by default when the env gives action masks: the
+            greedy action, the random ones and the target's max take valid actions only; see :mod:`lightrl.nn.masking`).
 
     Example::
 
@@ -79,6 +81,7 @@ class DQN(OffPolicyAlgorithm):
     """
 
     supports_async_collector = True
+    supports_action_masking = True
     action_spaces = (spaces.Discrete,)
     action_space_hint = "DQN needs Discrete actions: use SAC or TD3 for Box (continuous) actions."
 
@@ -120,8 +123,9 @@ class DQN(OffPolicyAlgorithm):
         require(loss in DQN_LOSSES, f"loss must be one of {DQN_LOSSES}, got {loss!r}.")
         require_widths(hidden_sizes)
         obs_space, action_space = self.probe_spaces()
+        network = MaskedQNetwork if self.action_mask_source is not None else QNetwork
         with seeded(self.hparams.seed):
-            q_network = QNetwork(obs_space, action_space, hidden_sizes, dueling)
+            q_network = network(obs_space, action_space, hidden_sizes, dueling)
         self.policy = EpsilonGreedyPolicy(
             q_network, obs_space, action_space, start_e, end_e, exploration_fraction * self.hparams.total_timesteps, learning_starts
         )

@@ -47,10 +47,12 @@ from lightrl.algos.checks import require
 from lightrl.algos.precision import acting_context
 from lightrl.algos.resume import stop_on_nonfinite
 from lightrl.algos.schedulers import step_lr_schedulers
+from lightrl.algos.training_log import should_log
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.replay import ReplayBuffer
 from lightrl.data.replay_source import ReplaySource, updates_due
 from lightrl.nn.encoders import observation_encoder
+from lightrl.normalize import sync_obs_statistics
 from lightrl.optim import adam
 
 #: With ``phases_per_training_step=None``, a ``training_step`` runs update phases until it holds this many gradient steps.
@@ -204,7 +206,7 @@ class OffPolicyAlgorithm(RLModule):
                 num_gradient_steps = self.updates_due(before, self.env_steps)
                 if num_gradient_steps:
                     tic = self.timer.start()
-                    self.sync_obs_statistics()  # every rank reaches each phase, so the collective is matched
+                    sync_obs_statistics(self)  # every rank reaches each phase, so the collective is matched
                     batch = source.sample(policy, num_gradient_steps)
                     self.timer.add("data", tic)
                     return batch
@@ -226,8 +228,9 @@ class OffPolicyAlgorithm(RLModule):
             metrics = self.train_batch(batch)
             self.timer.add("learn", tic)
         step_lr_schedulers(self, "step")
-        if metrics is not None and self.should_log:  # skip building the log calls on batches Lightning does not write
-            self.log_metrics(metrics)
+        # Skip building the log calls on batches Lightning does not write; the budget's last batch is always written.
+        if should_log(self) and (metrics is not None or self.budget_reached):
+            self.log_metrics(metrics or {})
 
     def train_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         """Run one gradient step per leading index of ``batch``; return the metrics to log (override this)."""

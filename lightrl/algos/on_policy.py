@@ -17,13 +17,15 @@ from lightrl.data.collector import CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
+from lightrl.normalize import sync_obs_statistics
 
 
 class OnPolicyAlgorithm(RLModule):
     """Collects a rollout with the current policy, computes GAE, and yields it as one batch.
 
     The policy is an :class:`~lightrl.policies.ActorCriticPolicy` (PPO and A2C build it with
-    :func:`~lightrl.algos.ppo.build_actor_critic`); its actor-critic is ``policy.agent``.
+    :func:`~lightrl.algos.ppo.build_actor_critic`); its actor-critic is ``policy.agent``
+    (a :class:`~lightrl.nn.masking.MaskedActorCritic` when the env gives action masks).
 
     Args:
         num_steps: Vector steps per rollout, per sub-env.
@@ -34,6 +36,7 @@ class OnPolicyAlgorithm(RLModule):
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+    supports_action_masking = True
 
     #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
     batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
@@ -92,7 +95,7 @@ class OnPolicyAlgorithm(RLModule):
         self.env_steps += self.batch_size * self.world_size
         if self.policy.obs_normalizer is not None:
             self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))
-            self.sync_obs_statistics()
+            sync_obs_statistics(self)
         return batch
 
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
 from lightrl.nn.actor_critic import ActorCritic
+from lightrl.nn.masking import MaskedActorCritic
 from lightrl.optim import adam
 from lightrl.policies import ActorCriticPolicy
 from lightrl.rng import seeded
@@ -23,16 +24,25 @@ MINIBATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns
 
 
 def build_actor_critic(module: OnPolicyAlgorithm) -> None:
-    """Check the env's spaces and give ``module`` its policy around an actor-critic seeded by ``seed`` alone (PPO, A2C)."""
+    """Check the env's spaces and give ``module`` its policy around an actor-critic seeded by ``seed`` alone (PPO, A2C).
+
+    The actor-critic is a :class:`~lightrl.nn.masking.MaskedActorCritic` when the env gives action masks
+    (``action_masking``).
+    """
     obs_space, action_space = module.probe_spaces()
+    network = MaskedActorCritic if module.action_mask_source is not None else ActorCritic
     with seeded(module.hparams.seed):
-        agent = ActorCritic(obs_space, action_space, module.hparams.hidden_sizes)
+        agent = network(obs_space, action_space, module.hparams.hidden_sizes)
     module.policy = ActorCriticPolicy(agent, obs_space, action_space)
     module.setup_normalization()
 
 
 def linear_lr_schedule(optimizer: torch.optim.Optimizer, num_iterations: int, anneal: bool) -> dict[str, Any]:
-    """A LambdaLR, stepped once per rollout, that decays the learning rate linearly to 0 over ``num_iterations`` when ``anneal`` is set."""
+    """A LambdaLR, stepped once per rollout, that decays the learning rate linearly to 0 over ``num_iterations`` when ``anneal`` is set.
+
+    ``num_iterations`` is this fit's: a resume with a longer budget continues on the longer schedule, at the
+    step it is at (see :func:`~lightrl.algos.schedulers.resume_lambda_schedules`).
+    """
     factor = (lambda it: max(1.0 - it / num_iterations, 0.0)) if anneal else (lambda it: 1.0)
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
@@ -92,7 +102,8 @@ class PPO(OnPolicyAlgorithm):
         max_grad_norm: Global gradient-norm clip; ``None`` disables it.
         target_kl: Stop the iteration's epochs early when the approximate KL exceeds it (agreed across ranks).
         hidden_sizes: Hidden widths of the actor and critic MLPs.
-        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs`` (see :class:`~lightrl.algos.base.RLModule`).
+        **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
+            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`).
 
     Example::
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import torch.distributed as dist
 
 from lightrl.compat import local_checkpoint
-from lightrl.errors import NonFiniteError
+from lightrl.errors import ActionMaskError, NonFiniteError
 from lightrl.rng import rng_state, set_rng_state
 
 
@@ -220,18 +220,27 @@ def save_local_checkpoint(module: Any, filename: str) -> str | None:
 
 @contextmanager
 def stop_on_nonfinite(module: Any) -> Iterator[None]:
-    """Collect inside this block: a NaN or Inf from the envs then saves the state and stops, as a bad loss does."""
+    """Collect inside this block: a NaN or Inf from the envs, or an action mask with no valid action, then saves the
+    state and stops, as a bad loss does."""
     try:
         yield
     except NonFiniteError as err:
         fail_nonfinite(module, str(err))
+    except ActionMaskError as err:
+        where = f"{err} At env step {module.env_steps} ({type(module).__name__}, rank {module.trainer.global_rank})"
+        raise ActionMaskError(f"{where}; training stopped, {save_state_before(module)}.") from None
+
+
+def save_state_before(module: Any) -> str:
+    """Save a checkpoint of the state before the failure (``last.ckpt``); say where it is."""
+    path = save_local_checkpoint(module, "last.ckpt")
+    return f"the state from before it is saved in {path}" if path else "this Lightning version cannot save it from one rank"
 
 
 def fail_nonfinite(module: Any, what: str) -> None:
     """Save a checkpoint of the state before the bad update, then raise :class:`NonFiniteError`."""
     where = f"{what} at env step {module.env_steps} ({type(module).__name__} on {module.hparams.env_id}, rank {module.trainer.global_rank})"
-    path = save_local_checkpoint(module, "last.ckpt")
-    saved = f"the state from before it is saved in {path}" if path else "this Lightning version cannot save it from one rank"
+    saved = save_state_before(module)
     raise NonFiniteError(
         f"{where}. Training stopped before this update; {saved}. "
         "Check the env's observations and rewards (e.g. wrap it to clip or normalize them) or lower the learning rate."

@@ -3,12 +3,14 @@
 Lightning steps no scheduler when a module optimizes manually, as lightrl's algorithms do, and it drops
 the ``monitor`` and ``strict`` keys of ``configure_optimizers``' scheduler configs (with a warning that
 they are ignored). lightrl keeps them instead (see :func:`keep_scheduler_monitors`) and steps every
-scheduler as Lightning would under automatic optimization (:func:`step_lr_schedulers`).
+scheduler as Lightning would under automatic optimization (:func:`step_lr_schedulers`). A resume with a
+longer budget continues each ``LambdaLR`` on the new budget from its first step (:func:`resume_lambda_schedules`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from typing import Any
 
 import torch
@@ -102,3 +104,31 @@ def step_lr_schedulers(module: Any, interval: str) -> None:
                 '"monitor": "eval/return_mean"}} from configure_optimizers.'
             )
         module.lr_scheduler_step(config.scheduler, value)
+
+
+def resume_lambda_schedules(trainer: Any) -> None:
+    """After a resume, set each ``LambdaLR``'s learning rates to its lambda at the restored step.
+
+    A checkpoint restores the optimizer with the learning rate the last step set, computed with the
+    budget the run had then; a resume with a longer ``total_timesteps`` (PPO's ``anneal_lr``, which
+    ends at 0) would otherwise train its first step at that rate and only then jump to the new budget's.
+    Each ``LambdaLR`` that is its optimizer's only scheduler gets ``base_lr * lr_lambda(last_epoch)``, with
+    the lambda of this run (which reads this run's budget), so the schedule continues as a run started with
+    the new budget would be at that step. With an unchanged budget these are the restored rates, bit for
+    bit, so an interrupted run still resumes exactly.
+    Does nothing without a ``ckpt_path``: a fresh run starts at ``lr_lambda(0)`` already.
+    """
+    if trainer.ckpt_path is None:
+        return
+    configs = trainer.lr_scheduler_configs
+    schedulers_of = Counter(id(getattr(config.scheduler, "optimizer", None)) for config in configs)
+    for config in configs:
+        scheduler = config.scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) or schedulers_of[id(scheduler.optimizer)] > 1:
+            continue  # chained schedulers set the rate together: one lambda alone cannot recompute it
+        for group, base_lr, lr_lambda in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            lr = base_lr * lr_lambda(scheduler.last_epoch)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr

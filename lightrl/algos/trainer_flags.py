@@ -1,7 +1,9 @@
-"""Trainer flags that cannot apply to an RL module, refused before any env is created, with the setting to use."""
+"""Trainer flags that cannot apply to an RL module, refused before any env is created, with the setting to use;
+and the logging cadence that replaces Lightning's default ``log_every_n_steps`` (:func:`set_log_cadence`)."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from lightning.pytorch.trainer.states import TrainerFn
@@ -52,3 +54,43 @@ def check_trainer_flags(trainer: Any, module: Any) -> None:
     if problems:
         raise UnsupportedTrainerFlag(problems[0])
     check_budget(trainer, module)
+
+
+#: ``Trainer(log_every_n_steps)``'s default: a Trainer that still has it was left to lightrl's cadence.
+LIGHTNING_LOG_EVERY_N_STEPS = 50
+#: The cadence :func:`set_log_cadence` chose, per Trainer, so that a reused Trainer gets the next module's.
+_chosen_cadence: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def log_cadence(log_interval: int, env_steps_per_batch: int) -> int:
+    """Training steps between log points: about one per ``log_interval`` env steps, at least one per step.
+
+    Example::
+
+        >>> log_cadence(1000, 512)  # PPO's default rollout of 4 x 128 env steps: every rollout
+        1
+        >>> log_cadence(1000, 8)  # SAC's training step of 8 update phases: every 125 steps
+        125
+    """
+    return max(1, log_interval // env_steps_per_batch)
+
+
+def set_log_cadence(trainer: Any, module: Any) -> None:
+    """Log about every ``module.log_interval`` env steps when fitting, unless ``log_every_n_steps`` was set.
+
+    Lightning's default ``log_every_n_steps=50`` counts training steps, and one training step of an RL
+    algorithm is a whole rollout (PPO) or several update phases (SAC): 50 of them can be a whole short
+    run, whose curves would then be empty. A Trainer that still has that default gets
+    :func:`log_cadence` of the module's ``log_interval`` and ``env_steps_per_batch`` instead; any other value
+    (``0`` included) is kept, and so is 50 for a module whose training steps vary in size
+    (``env_steps_per_batch`` is None). The last training step is logged whatever the cadence (see
+    :func:`lightrl.algos.training_log.should_log`).
+    """
+    if trainer.state.fn != TrainerFn.FITTING:
+        return
+    current = trainer.log_every_n_steps
+    if current != LIGHTNING_LOG_EVERY_N_STEPS and current != _chosen_cadence.get(trainer):
+        return  # the user's
+    per_batch = module.env_steps_per_batch
+    cadence = LIGHTNING_LOG_EVERY_N_STEPS if per_batch is None else log_cadence(module.log_interval, per_batch)
+    trainer.log_every_n_steps = _chosen_cadence[trainer] = cadence

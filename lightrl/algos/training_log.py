@@ -29,11 +29,12 @@ def steps_per_second(module: Any) -> float:
 
 
 def should_log(module: Any) -> bool:
-    """``module.should_log``: whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches.
+    """Whether the loggers write this batch's metrics: every ``Trainer(log_every_n_steps)`` batches.
 
     Lightning's own rule, from the Trainer's public counters: the n-th training batch of the fit
     (counted across epochs and resumes) is written when n is a multiple of ``log_every_n_steps``,
-    or when training is stopping. On the other batches Lightning drops what ``self.log`` was given,
+    or when training is stopping, as it is once the batch that reaches the budget ends (so the final values
+    are always in the logs). On the other batches Lightning drops what ``self.log`` was given,
     so lightrl skips those calls, and the collector keeps its finished episodes, which then count
     towards the next logged mean return instead of being lost.
     """
@@ -42,7 +43,7 @@ def should_log(module: Any) -> bool:
         return True
     if trainer.log_every_n_steps == 0:
         return False
-    return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+    return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop or module.budget_reached
 
 
 def log_metrics(module: Any, metrics: dict[str, Tensor | float]) -> None:
@@ -50,7 +51,7 @@ def log_metrics(module: Any, metrics: dict[str, Tensor | float]) -> None:
 
     Does nothing on batches that Lightning does not write (see :func:`should_log`).
     """
-    if not module.should_log:
+    if not should_log(module):
         return
     returns, lengths = module.source.pop_finished_episodes()
     if returns:

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from lightrl.data.collector import Collector, CollectorSpec, EpisodeStats
 from lightrl.envs.autoreset import warn_env_state_lost
-from lightrl.errors import NonFiniteError
+from lightrl.errors import ActionMaskError, NonFiniteError
 from lightrl.policies import Policy
 from lightrl.rng import seed_all
 
@@ -132,6 +132,8 @@ class AsyncActor(EpisodeStats):
             error_type, message = payload
             if error_type == "NonFiniteError":
                 raise NonFiniteError(message)
+            if error_type == "ActionMaskError":
+                raise ActionMaskError(message)
             raise RuntimeError(f"The async collector's actor process failed with {error_type}: {message}\n{episodes}")
         self.add_episodes(*episodes)
         return payload

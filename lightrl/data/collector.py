@@ -15,7 +15,8 @@ from torch import Tensor
 
 from lightrl.data.storage import Observations, map_obs, obs_dtypes
 from lightrl.envs.vector import episode_stats, final_observations, make_vec_env, resolve_wrappers
-from lightrl.errors import NonFiniteError
+from lightrl.envs.masks import MASK_KEY, is_masked, no_valid_action
+from lightrl.errors import ActionMaskError, NonFiniteError
 from lightrl.normalize import RewardNormalizer
 from lightrl.timing import IterationTimer
 
@@ -149,6 +150,10 @@ class Collector(EpisodeStats):
         self._discrete = isinstance(space, (spaces.Discrete, spaces.MultiDiscrete))
         self._low, self._high = (space.low, space.high) if isinstance(space, spaces.Box) else (None, None)
         self.obs: Observations | None = None
+        #: The mask's groups when the observations carry an action mask (:mod:`lightrl.envs.masks`), else None.
+        self._mask_groups = obs_space.spaces[MASK_KEY].groups if is_masked(obs_space) else None
+        self.env_id = getattr(envs, "env_id", None) or getattr(getattr(envs, "spec", None), "id", None) or "env"
+        self.vector_steps = 0  # steps of this collector's envs, for messages
         super().__init__()
 
     def to_tensor(self, obs: Any) -> Observations:
@@ -165,6 +170,8 @@ class Collector(EpisodeStats):
     def reset(self) -> Observations:
         """Reset all sub-envs (seeded on the first call) and return the first observations."""
         obs, _ = self.envs.reset()
+        if self._mask_groups is not None:
+            self.check_masks(obs[MASK_KEY])
         self.obs = self.to_tensor(obs)
         return self.obs
 
@@ -183,7 +190,10 @@ class Collector(EpisodeStats):
         if self.obs is None:
             self.reset()
         next_obs, rewards, terminated, truncated, infos = self.envs.step(self.env_actions(actions))
+        self.vector_steps += 1
         check_finite("rewards", rewards)
+        if self._mask_groups is not None:
+            self.check_masks(next_obs[MASK_KEY])
         if self._float_keys is not None:
             for key in self._float_keys:
                 check_finite(f"observations[{key!r}]", next_obs[key])
@@ -205,6 +215,15 @@ class Collector(EpisodeStats):
             final_obs=final,
             episodes=episodes,
         )
+
+    def check_masks(self, masks: np.ndarray) -> None:
+        """Raise :class:`~lightrl.errors.ActionMaskError` if a sub-env's mask leaves it no valid action to take."""
+        bad = no_valid_action(masks, self._mask_groups)
+        if len(bad):
+            raise ActionMaskError(
+                f"env {self.env_id!r} gave sub-env(s) {bad.tolist()} an action mask with no valid action, at vector step "
+                f"{self.vector_steps} of its envs (0: the first reset). An observation that is acted on needs a valid action: end the episode instead."
+            )
 
     def _on_device(self, array: np.ndarray) -> Tensor:
         x = torch.from_numpy(array)

@@ -3,7 +3,8 @@
 A batch of observations is a tensor for Box, Discrete, MultiDiscrete and MultiBinary spaces, and a dict of
 such tensors (one per key, in the space's order) for Dict spaces. Images stay uint8, Discrete and
 MultiDiscrete observations are int64 indices (one-hot encoded only inside the networks, so that storage
-keeps one integer per dimension), other Box and MultiBinary observations are float32.
+keeps one integer per dimension), bool Boxes (action masks, :class:`~lightrl.envs.masks.ActionMask`) stay bool,
+other Box and MultiBinary observations are float32.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ Observations = Tensor | dict[str, Tensor]
 
 
 def obs_dtype(space: spaces.Space) -> torch.dtype:
-    """Storage dtype of the observations of a space other than Dict: uint8 images stay uint8, Discrete and
-    MultiDiscrete observations are int64 indices, everything else (Box, MultiBinary) is float32."""
+    """Storage dtype of the observations of a space other than Dict: uint8 images stay uint8, bool Boxes (action
+    masks) bool, Discrete and MultiDiscrete observations are int64 indices, everything else (Box, MultiBinary) is float32."""
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
         return torch.int64
+    if space.dtype == np.bool_:
+        return torch.bool
     return torch.uint8 if space.dtype == np.uint8 else torch.float32
 
 
@@ -78,12 +81,34 @@ def leading_tensor(obs: Observations) -> Tensor:
     return obs if isinstance(obs, Tensor) else next(iter(obs.values()))
 
 
+def pack_bits(bits: Tensor) -> Tensor:
+    """``[N, k]`` bools as ``[N, ceil(k / 8)]`` uint8, eight to a byte: ``np.packbits(bits, axis=1)``'s layout, on any device.
+
+    Example::
+
+        >>> pack_bits(torch.tensor([[True, False, True]]))  # 0b10100000
+        tensor([[160]], dtype=torch.uint8)
+    """
+    n, k = bits.shape
+    padded = torch.zeros((n, -(-k // 8) * 8), dtype=torch.uint8, device=bits.device)
+    padded[:, :k] = bits
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=bits.device)
+    return (padded.view(n, -1, 8) * weights).sum(dim=2, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, k: int) -> Tensor:
+    """The ``[N, k]`` bools that :func:`pack_bits` packed into ``packed``."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    return ((packed.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, :k].bool()
+
+
 class DictPacker:
     """Dict observations as one row of bytes per observation, and back, exactly.
 
     The replay buffer keeps the observations of a Dict space in one uint8 tensor, each observation once,
     with its parts' bytes side by side (``Tensor.view(torch.uint8)``: no conversion, so unpacking gives
-    the very values that were packed). Zero bytes unpack as zeros of every part.
+    the very values that were packed); bool parts (action masks) as bits, eight to a byte (:func:`pack_bits`).
+    Zero bytes unpack as zeros of every part.
 
     Args:
         space: A Dict of Box, Discrete, MultiDiscrete and MultiBinary spaces.
@@ -100,7 +125,8 @@ class DictPacker:
         start = 0
         for key, part in space.spaces.items():
             dtype = obs_dtype(part)
-            size = int(np.prod(part.shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+            count = int(np.prod(part.shape, dtype=np.int64))
+            size = -(-count // 8) if dtype == torch.bool else count * torch.empty((), dtype=dtype).element_size()
             self.parts.append((key, tuple(part.shape), dtype, start, start + size))
             start += size
         self.nbytes = start
@@ -111,15 +137,19 @@ class DictPacker:
         for key, shape, dtype, _, _ in self.parts:
             value = torch.as_tensor(obs[key]).to(dtype)
             value = value.reshape(-1, int(np.prod(shape, dtype=np.int64))) if batch else value.reshape(1, -1)
-            chunks.append(value.contiguous().view(torch.uint8))
+            chunks.append(pack_bits(value) if dtype == torch.bool else value.contiguous().view(torch.uint8))
         packed = torch.cat(chunks, dim=1)
         return packed if batch else packed[0]
 
     def unpack(self, packed: Tensor) -> dict[str, Tensor]:
         """The dict observations of ``[N, nbytes]`` rows."""
         n = packed.shape[0]
-        # A fresh copy of each part's bytes: a view of another dtype needs its storage offset aligned to it.
-        return {
-            key: packed[:, start:end].clone(memory_format=torch.contiguous_format).view(dtype).reshape(n, *shape)
-            for key, shape, dtype, start, end in self.parts
-        }
+        return {key: self._unpack_part(packed[:, start:end], shape, dtype) for key, shape, dtype, start, end in self.parts}
+
+    @staticmethod
+    def _unpack_part(columns: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        n = columns.shape[0]
+        if dtype == torch.bool:
+            return unpack_bits(columns, int(np.prod(shape, dtype=np.int64))).reshape(n, *shape)
+        # A fresh copy of the part's bytes: a view of another dtype needs its storage offset aligned to it.
+        return columns.clone(memory_format=torch.contiguous_format).view(dtype).reshape(n, *shape)

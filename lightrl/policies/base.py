@@ -142,9 +142,13 @@ class ExploringPolicy(Policy):
     def explore(self, obs: Tensor) -> Tensor:
         """Uniformly random actions during the warm-up, then the algorithm's exploring actions."""
         if self.exploration.warming_up:  # as in SB3 and CleanRL's SAC/TD3
-            leading = leading_tensor(obs)
-            return self.random_actions(leading.shape[0], leading.device)
+            return self.uniform_actions(obs)
         return self.explore_after_warmup(obs)
+
+    def uniform_actions(self, obs: Tensor) -> Tensor:
+        """Uniformly random actions, one per observation of ``obs`` (:meth:`random_actions`)."""
+        leading = leading_tensor(obs)
+        return self.random_actions(leading.shape[0], leading.device)
 
     def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """The algorithm's exploring actions after the warm-up (override this)."""

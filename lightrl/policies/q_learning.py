@@ -8,6 +8,8 @@ from torch import Tensor
 
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import leading_tensor
+from lightrl.envs.masks import MASK_KEY
+from lightrl.nn.masking import MaskedQNetwork
 from lightrl.nn.q_networks import DeterministicActor, QNetwork, SquashedGaussianActor
 from lightrl.policies.base import ExploringPolicy
 
@@ -36,7 +38,8 @@ class EpsilonGreedyPolicy(ExploringPolicy):
     """DQN's policy: the greedy action, or with probability epsilon a uniformly random one.
 
     Epsilon decays linearly from ``start_e`` to ``end_e`` over the first ``exploration_steps`` global env
-    steps; each sub-env draws its own coin from the exploration generator.
+    steps; each sub-env draws its own coin from the exploration generator. With a
+    :class:`~lightrl.nn.masking.MaskedQNetwork` the greedy and the random actions are valid ones.
 
     Args:
         q_network: The online Q-network.
@@ -75,14 +78,23 @@ class EpsilonGreedyPolicy(ExploringPolicy):
     def explore_after_warmup(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy actions at the exploration state's env step."""
         leading = leading_tensor(obs)
-        n, device = leading.shape[0], leading.device
+        n = leading.shape[0]
         explore = torch.rand(n, generator=self.exploration.generator) < self.epsilon_at(self.exploration.env_steps)
         if bool(explore.all()):  # skip the forward pass: every sub-env acts at random
-            return self.random_actions(n, device)
+            return self.uniform_actions(obs)
         actions = self.compiled.get("q", self.q_network)(self.preprocess(obs)).argmax(dim=1)
         if bool(explore.any()):
-            actions = torch.where(explore.to(actions.device), self.random_actions(n, device), actions)
+            actions = torch.where(explore.to(actions.device), self.uniform_actions(obs), actions)
         return actions
+
+    def uniform_actions(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Uniformly random actions; with action masks (a :class:`~lightrl.nn.masking.MaskedQNetwork`), uniform among the valid ones."""
+        if not isinstance(self.q_network, MaskedQNetwork):
+            return super().uniform_actions(obs)
+        mask = obs[MASK_KEY]
+        # The largest of uniform draws over the valid actions is a uniformly drawn valid action.
+        draws = torch.rand(mask.shape, generator=self.exploration.generator).to(mask.device)
+        return torch.where(mask, draws, -1.0).argmax(dim=1)
 
     def compile_acting(self, device: torch.device | str) -> None:
         self.compiled = {"q": maybe_compile(self.q_network, True, device)}
