@@ -111,7 +111,8 @@ def test_misspelled_option_bare_fit_and_wrong_observation_shape(tmp_path):
     assert "lightrl fit --model PPO --model.env_id CartPole-v1" in line
     (tmp_path / "wrong_shape.py").write_text(WRONG_SHAPE_PY)
     proc = lightrl_command("fit", "--model", "PPO", "--model.env_id", "wrong_shape:WrongShape-v0", "--trainer.logger", "false", *QUIET, cwd=tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    # Exit 2, at the model's build: its Discrete actions make the probe env reset, looking for action masks.
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert ("lightrl: error: env 'wrong_shape:WrongShape-v0' returned an observation of shape (4,) from reset(), but its "
             "observation_space is Box(-1.0, 1.0, (3,), float32).") in proc.stderr  # fmt: skip
 

@@ -226,6 +226,7 @@ def test_trials_logged_to_wandb_are_runs_of_their_own_grouped_by_study(tmp_path,
         main(["tune", "--search", "good.yaml", "--n_trials", "2", *STUDY, *MODEL, "--model.total_timesteps", "256"])
     finally:
         wandb.finish()
+        wandb.teardown()  # the W&B service of this test's HOME and folder stops here, not in a later test's run
     runs = {}
     for path in sorted(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb")):
         run = next(r.run for r in read_records(path) if r.WhichOneof("record_type") == "run")
