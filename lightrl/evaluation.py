@@ -9,6 +9,7 @@ import torch
 
 from lightrl.data.collector import Collector
 from lightrl.envs.vector import EnvWrapper, make_vec_env
+from lightrl.nn.recurrent import reset_state
 
 
 def evaluate(
@@ -59,7 +60,8 @@ def play_episodes(
 
     ``env_kwargs`` are added to the module's own, and ``wrappers`` wrap each sub-env (e.g. to record video)
     around the module's own ``env_wrappers``. The module acts through its :class:`~lightrl.policies.Policy`
-    (``module.policy``), whose observation statistics (``normalize_obs``) stay as training left them.
+    (``module.policy``), whose observation statistics (``normalize_obs``) stay as training left them. A recurrent
+    policy carries a state per sub-env, zeroed where an episode starts.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes}.")
@@ -79,8 +81,14 @@ def play_episodes(
     try:
         with torch.no_grad():
             collector.reset()
+            state = policy.initial_state(num_envs, module.device)  # None: a policy without memory
             while (counts < targets).any():
-                step = collector.step(act(collector.obs))
+                if state is None:
+                    step = collector.step(act(collector.obs))
+                else:
+                    actions, state = policy.act_with_state(collector.obs, state, deterministic)
+                    step = collector.step(actions)
+                    state = reset_state(state, step.terminated | step.truncated)
                 for i, ret, length in step.episodes:
                     if counts[i] < targets[i]:
                         returns.append(ret)

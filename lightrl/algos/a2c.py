@@ -34,7 +34,9 @@ class A2C(OnPolicyAlgorithm):
         max_grad_norm: Global gradient-norm clip; ``None`` disables it.
         hidden_sizes: Hidden widths of the actor and critic MLPs.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
-            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`).
+            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`);
+            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``: a recurrent
+            core, trained on the whole rollout's sequences (see docs/memory.md).
     """
 
     supports_async_collector = True
@@ -70,7 +72,7 @@ class A2C(OnPolicyAlgorithm):
         tic = self.timer.start()
         hp = self.hparams
         optimizer = self.optimizers()
-        _, logprob, entropy, value = self.policy.agent.get_action_and_value(batch["obs"], batch["actions"])
+        _, logprob, entropy, value = self.replay_agent(batch).get_action_and_value(batch["obs"], batch["actions"])
         advantages = normalize(batch["advantages"]) if hp.norm_adv else batch["advantages"]
         pg_loss = policy_gradient_loss(logprob, advantages)
         v_loss = value_loss(value, batch["returns"])

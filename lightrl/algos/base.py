@@ -78,6 +78,7 @@ class RLModule(L.LightningModule):
         gamma: Discount factor in (0, 1]: the algorithm's, and that of ``normalize_reward``'s returns.
         max_grad_norm: Clip each optimizer's parameter groups to this norm, after AMP unscaling; ``None``: no clipping.
         action_masking: Never take an action the env marks invalid (PPO, A2C, DQN); ``None``: when the env gives masks (:mod:`lightrl.envs.masks`).
+        recurrent: ``"lstm"`` or ``"gru"``: a recurrent core after the observation encoder (PPO, A2C; :mod:`lightrl.nn.recurrent`); ``None``: none.
     """
 
     #: Space classes the algorithm accepts, checked by :meth:`probe_spaces` (``spaces.Dict``: of the others).
@@ -87,8 +88,8 @@ class RLModule(L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``action_masking`` can be on: the algorithm builds masked networks when ``action_mask_source`` is set.
-    supports_action_masking: bool = False
+    #: Whether ``action_masking`` can be on (masked networks when ``action_mask_source`` is set), and ``recurrent`` set (a core trained on sequences).
+    supports_action_masking = supports_recurrent = False
     #: Whether ``collector="async"`` works: it collects through :attr:`source` and acts only through :attr:`policy`.
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what sources, evaluation and export act with.
@@ -119,6 +120,7 @@ class RLModule(L.LightningModule):
         gamma: float = 0.99,
         max_grad_norm: float | None = None,
         action_masking: bool | None = None,
+        recurrent: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -141,8 +143,7 @@ class RLModule(L.LightningModule):
         super().__init_subclass__(**kwargs)
         keep_scheduler_monitors(cls)  # Lightning drops schedulers' "monitor" under manual optimization
 
-    probe_spaces = checks.probe_spaces  # plain functions, whose docstrings say what each does
-    setup_normalization = normalize.setup_normalization
+    probe_spaces, setup_normalization = checks.probe_spaces, normalize.setup_normalization  # plain functions: see their docstrings
 
     @property
     def world_size(self) -> int:
@@ -229,8 +230,7 @@ class RLModule(L.LightningModule):
         if self.budget_reached:
             self.trainer.should_stop = True
 
-    sps = property(training_log.steps_per_second)  # what is logged and when: see lightrl.algos.training_log
-    log_metrics = training_log.log_metrics
+    sps, log_metrics = property(training_log.steps_per_second), training_log.log_metrics  # what is logged and when: see training_log
 
     # ----------------------------------------------------------------- Lightning's validate, test and predict
     def forward(self, obs: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from lightrl.envs.checks import require_video_support, run_env_checker
 from lightrl.envs.masks import mask_wrapper_spec, masked_observation_space, probe_action_mask
 from lightrl.envs.spaces import check_action_space, check_observation_space
 from lightrl.envs.vector import VECTORIZATIONS, make_env, resolve_wrapper
+from lightrl.nn.recurrent import RECURRENT_KINDS
 
 
 def require(condition: bool, message: str) -> None:
@@ -52,6 +53,10 @@ def check_base_hyperparameters(algo: type, hp: Mapping[str, Any]) -> None:
         action_masking is not True or algo.supports_action_masking,
         f"action_masking=True is not supported by {algo.__name__}; use PPO or A2C (Discrete, MultiDiscrete actions) or DQN (Discrete).",
     )
+    require(
+        hp["recurrent"] is None or algo.supports_recurrent,
+        f"recurrent={hp['recurrent']!r} is not supported by {algo.__name__}; use PPO or A2C (a recurrent core is on-policy only for now), or recurrent=None.",
+    )
     if hp["capture_video"]:
         require_video_support()
     require(isinstance(hp["compile"], bool), f"compile must be True or False, got {hp['compile']!r}.")
@@ -64,6 +69,18 @@ def check_base_hyperparameters(algo: type, hp: Mapping[str, Any]) -> None:
             f"env_wrappers must be a list of {{'class_path': ..., 'init_args': ...}} entries, got {env_wrappers!r}.")  # fmt: skip
     require(not env_wrappers or vectorization not in ("envpool", "native"),
             f"env_wrappers do not apply to vectorization={vectorization!r} (one vector env, no per-env wrappers); use 'sync' or 'async'.")  # fmt: skip
+
+
+def check_recurrent_hyperparameters(hp: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for a bad recurrent-core argument of PPO or A2C (``hp``), before any env exists."""
+    recurrent = hp["recurrent"]
+    require(recurrent in (None, *RECURRENT_KINDS), f"recurrent must be one of {RECURRENT_KINDS} or None, got {recurrent!r}.")
+    if recurrent is None:
+        return
+    require(hp["recurrent_size"] > 0, f"recurrent_size must be a positive integer, got {hp['recurrent_size']}.")
+    require(hp["recurrent_layers"] > 0, f"recurrent_layers must be a positive integer, got {hp['recurrent_layers']}.")
+    require(not hp["compile"], f"compile=True does not support recurrent={recurrent!r} yet; set compile=False.")
+    require(hp["action_masking"] is not True, f"action_masking=True does not support recurrent={recurrent!r} yet; set one of them off.")
 
 
 def probe_spaces(module: Any) -> tuple[spaces.Space, spaces.Space]:

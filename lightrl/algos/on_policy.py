@@ -10,13 +10,16 @@ from gymnasium import spaces
 from torch import Tensor
 
 from lightrl.algos.base import RLModule
-from lightrl.algos.checks import require, require_widths
+from lightrl.algos.checks import check_recurrent_hyperparameters, require, require_widths
 from lightrl.algos.precision import acting_context
 from lightrl.algos.resume import stop_on_nonfinite
+from lightrl.algos.sequences import SequenceReplay, whole_rollout
 from lightrl.data.collector import CollectorSpec
+from lightrl.data.recurrent_rollout import RecurrentRolloutSource
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
+from lightrl.nn.actor_critic import ActorCritic
 from lightrl.normalize import sync_obs_statistics
 
 
@@ -30,27 +33,41 @@ class OnPolicyAlgorithm(RLModule):
     Args:
         num_steps: Vector steps per rollout, per sub-env.
         gae_lambda: GAE's lambda, in [0, 1].
-        hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations).
+        hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations; after the core with ``recurrent``).
+        recurrent_size: Hidden size of the recurrent core (``recurrent="lstm"`` or ``"gru"``, see :mod:`lightrl.nn.recurrent`).
+        recurrent_layers: Stacked layers of the recurrent core.
+        critic_shares_core: Whether the critic reads the actor's recurrent core (CleanRL) or has its own (sb3-contrib's default).
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
-    supports_action_masking = True
+    supports_action_masking = supports_recurrent = True
 
     #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
     batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
 
-    def __init__(self, num_steps: int, gae_lambda: float, hidden_sizes: Sequence[int], **kwargs: Any):
+    def __init__(
+        self,
+        num_steps: int,
+        gae_lambda: float,
+        hidden_sizes: Sequence[int],
+        recurrent_size: int = 128,
+        recurrent_layers: int = 1,
+        critic_shares_core: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         require(num_steps > 0, f"num_steps must be a positive integer, got {num_steps}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
         require_widths(hidden_sizes)
+        check_recurrent_hyperparameters(self.hparams)
 
     def make_source(self, spec: CollectorSpec) -> RolloutSource:
         """Rollouts of ``num_steps`` vector steps with GAE."""
         hp = self.hparams
-        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
+        source = RolloutSource if hp.recurrent is None else RecurrentRolloutSource
+        return source(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
                              acting_context=partial(acting_context, self), collector=hp.collector)  # fmt: skip
 
     @property
@@ -97,6 +114,10 @@ class OnPolicyAlgorithm(RLModule):
             self.policy.obs_normalizer.accumulate(batch.pop("raw_obs"))
             sync_obs_statistics(self)
         return batch
+
+    def replay_agent(self, batch: dict[str, Tensor]) -> ActorCritic | SequenceReplay:
+        """What scores a whole rollout ``batch``'s actions: the actor-critic, or with a recurrent core its replay over the sequences."""
+        return self.policy.agent if self.hparams.recurrent is None else whole_rollout(self.policy.agent, batch)
 
     def rollout_diagnostics(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Metrics of the rollout itself: how well the values collected with it explain its returns."""

@@ -10,13 +10,15 @@ from torch import Tensor
 from lightrl.algos.checks import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.algos.schedulers import step_lr_schedulers
+from lightrl.algos.sequences import sequence_minibatches
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
 from lightrl.nn.actor_critic import ActorCritic
 from lightrl.nn.masking import MaskedActorCritic
 from lightrl.optim import adam
-from lightrl.policies import ActorCriticPolicy
+from lightrl.nn.recurrent import RecurrentActorCritic
+from lightrl.policies import ActorCriticPolicy, RecurrentActorCriticPolicy
 from lightrl.rng import seeded
 
 #: The fields of a rollout batch that each minibatch takes, in the order training_step unpacks them.
@@ -27,13 +29,21 @@ def build_actor_critic(module: OnPolicyAlgorithm) -> None:
     """Check the env's spaces and give ``module`` its policy around an actor-critic seeded by ``seed`` alone (PPO, A2C).
 
     The actor-critic is a :class:`~lightrl.nn.masking.MaskedActorCritic` when the env gives action masks
-    (``action_masking``).
+    (``action_masking``), a :class:`~lightrl.nn.recurrent.RecurrentActorCritic` with ``recurrent``.
     """
     obs_space, action_space = module.probe_spaces()
-    network = MaskedActorCritic if module.action_mask_source is not None else ActorCritic
-    with seeded(module.hparams.seed):
-        agent = network(obs_space, action_space, module.hparams.hidden_sizes)
-    module.policy = ActorCriticPolicy(agent, obs_space, action_space)
+    hp = module.hparams
+    if hp.recurrent is not None:
+        require(module.action_mask_source is None, f"env {hp.env_id!r} gives action masks, which recurrent={hp.recurrent!r} does not support yet; "
+                "set action_masking=False or recurrent=None.")  # fmt: skip
+        with seeded(hp.seed):
+            agent = RecurrentActorCritic(obs_space, action_space, hp.hidden_sizes, hp.recurrent, hp.recurrent_size, hp.recurrent_layers, hp.critic_shares_core)
+        module.policy = RecurrentActorCriticPolicy(agent, obs_space, action_space)
+    else:
+        network = MaskedActorCritic if module.action_mask_source is not None else ActorCritic
+        with seeded(hp.seed):
+            agent = network(obs_space, action_space, hp.hidden_sizes)
+        module.policy = ActorCriticPolicy(agent, obs_space, action_space)
     module.setup_normalization()
 
 
@@ -92,7 +102,8 @@ class PPO(OnPolicyAlgorithm):
         anneal_lr: Decay the learning rate linearly to 0 over the run.
         gamma: Discount factor.
         gae_lambda: GAE's lambda.
-        num_minibatches: Minibatches per epoch; must divide ``num_envs * num_steps``.
+        num_minibatches: Minibatches per epoch; must divide ``num_envs * num_steps`` (with ``recurrent``, ``num_envs``:
+            each minibatch holds whole sub-env sequences, see :mod:`lightrl.algos.sequences`).
         update_epochs: Passes over each rollout.
         norm_adv: Normalise advantages per minibatch.
         clip_coef: Surrogate clipping coefficient.
@@ -103,7 +114,9 @@ class PPO(OnPolicyAlgorithm):
         target_kl: Stop the iteration's epochs early when the approximate KL exceeds it (agreed across ranks).
         hidden_sizes: Hidden widths of the actor and critic MLPs.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
-            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`).
+            env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`);
+            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``: a recurrent
+            core (see :class:`~lightrl.algos.on_policy.OnPolicyAlgorithm` and docs/memory.md).
 
     Example::
 
@@ -146,6 +159,11 @@ class PPO(OnPolicyAlgorithm):
             (num_envs * num_steps) % num_minibatches == 0,
             f"num_minibatches ({num_minibatches}) must divide num_envs * num_steps ({num_envs} * {num_steps} = {num_envs * num_steps}).",
         )
+        require(
+            self.hparams.recurrent is None or num_envs % num_minibatches == 0,
+            f"with recurrent={self.hparams.recurrent!r} each minibatch holds whole sub-env sequences: num_minibatches ({num_minibatches}) "
+            f"must divide num_envs ({num_envs}); e.g. num_minibatches=1.",
+        )
         require(clip_coef > 0, f"clip_coef must be positive, got {clip_coef}.")
         require(target_kl is None or target_kl > 0, f"target_kl must be positive or None, got {target_kl}.")
         build_actor_critic(self)
@@ -169,13 +187,16 @@ class PPO(OnPolicyAlgorithm):
         n = batch["values"].shape[0]
         minibatch_size = n // hp.num_minibatches
         for _epoch in range(hp.update_epochs):
-            perm = torch.randperm(n, device=self.device)
-            # One gather per field and epoch; the minibatches are then views (same samples as batch[key][mb]).
-            minibatches = zip(*(index_split(batch[key], perm, minibatch_size) for key in MINIBATCH_KEYS))
-            for i, minibatch in enumerate(minibatches):
+            if hp.recurrent is not None:  # whole sub-env sequences, the core rerun over each (lightrl.algos.sequences)
+                minibatches = sequence_minibatches(self.policy.agent, batch, hp.num_minibatches, MINIBATCH_KEYS)
+            else:
+                perm = torch.randperm(n, device=self.device)
+                # One gather per field and epoch; the minibatches are then views (same samples as batch[key][mb]).
+                minibatches = ((self.policy.agent, *mb) for mb in zip(*(index_split(batch[key], perm, minibatch_size) for key in MINIBATCH_KEYS)))
+            for i, (agent, *minibatch) in enumerate(minibatches):
                 last = i == hp.num_minibatches - 1  # diagnostics of the epoch's last minibatch: target_kl and logging
                 loss, pg_loss, v_loss, entropy_loss, stats = minibatch_loss(
-                    self.policy.agent, *minibatch, hp.norm_adv, hp.clip_coef, hp.clip_vloss, hp.ent_coef, hp.vf_coef, last
+                    agent, *minibatch, hp.norm_adv, hp.clip_coef, hp.clip_vloss, hp.ent_coef, hp.vf_coef, last
                 )
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)

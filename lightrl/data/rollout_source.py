@@ -11,7 +11,8 @@ from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.source import EnvSource
 from lightrl.losses import gae
-from lightrl.policies import ActorCriticPolicy
+from lightrl.policies import ActorCriticPolicy, Policy
+from lightrl.timing import IterationTimer
 
 
 class RolloutSource(EnvSource):
@@ -76,6 +77,11 @@ class RolloutSource(EnvSource):
             last_value = policy.value(collector.obs)
             truncated_values = policy.value(buffer.stacked_truncated_obs()) if buffer.truncated_obs else None
             tic = timer.add("inference", tic)
+        return self.finish(policy, buffer, last_value, truncated_values, timer, tic)
+
+    def finish(self, policy: Policy, buffer: RolloutBuffer, last_value: Tensor, truncated_values: Tensor | None, timer: IterationTimer, tic: float) -> dict[str, Tensor]:
+        """The full ``buffer`` as a flat batch with GAE's advantages and returns; ``last_value``: the value after its last
+        step, ``truncated_values``: those of its truncated episodes' final observations. Its time counts as ``data``."""
         advantages, returns = gae(
             buffer.rewards,
             buffer.values,

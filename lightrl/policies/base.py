@@ -72,6 +72,10 @@ class Policy(nn.Module):
         """Exploring actions ``[B, ...]``, as the collector takes and the algorithm stores them (override this)."""
         raise NotImplementedError
 
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> Tensor | None:
+        """The state a recurrent policy carries between steps, at the start of ``batch_size`` episodes; None: no memory."""
+        return None
+
     def forward(self, obs: Tensor) -> Tensor:
         """:meth:`act`: the deterministic policy, as export traces it."""
         return self.act(obs)
