@@ -16,6 +16,9 @@ bounds for Box actions. The batch dimension is dynamic.
 A policy trained with action masks takes the mask as one more input, ``action_mask``: bool ``[batch, n]``
 (``n`` actions, or ``sum(nvec)`` for MultiDiscrete), True where an action is valid; the env's own observation
 is then the input ``obs`` (or, for a Dict observation space, one input per key as before).
+A policy with a recurrent core (``recurrent``) takes its state as one more input, ``state``: float32
+``[batch, layers, state_size]``, zeros at an episode's first step; and returns the next state as a second output,
+``next_state``, to feed back with the next observation (zeroed again where an episode ends).
 A JSON description of the spaces and the algorithm is stored with the model (ONNX metadata
 ``lightrl``; the ``.pt2`` archive's extra file ``lightrl.json``).
 """
@@ -64,8 +67,22 @@ class DeterministicPolicy(nn.Module):
         return actions.to(torch.int64) if self.discrete else actions.to(torch.float32)
 
 
+class RecurrentDeterministicPolicy(DeterministicPolicy):
+    """A recurrent policy's deterministic step with the exported signature: ``obs`` and ``state`` in, ``actions`` and ``next_state`` out.
+
+    Args:
+        policy: A :class:`~lightrl.policies.RecurrentActorCriticPolicy` (a copy of it, on CPU, is what gets exported).
+    """
+
+    def forward(self, obs: Tensor | dict[str, Tensor], state: Tensor) -> tuple[Tensor, Tensor]:
+        """Actions as :class:`DeterministicPolicy` gives them, and the next state ``[batch, layers, state_size]`` (float32)."""
+        actions, state = self.policy.act_with_state(obs, state)
+        return (actions.to(torch.int64) if self.discrete else actions.to(torch.float32)), state.to(torch.float32)
+
+
 def deployable(source: Any) -> DeterministicPolicy:
-    """The deterministic policy of ``source`` (an algorithm with a ``policy``, or a policy), on CPU in eval mode."""
+    """The deterministic policy of ``source`` (an algorithm with a ``policy``, or a policy), on CPU in eval mode
+    (a :class:`RecurrentDeterministicPolicy` for a policy with memory)."""
     policy = source if isinstance(source, Policy) else getattr(source, "policy", None)
     if not isinstance(policy, Policy):
         raise TypeError(f"export takes a lightrl algorithm or a lightrl.policies.Policy, got {type(source).__name__}.")
@@ -73,7 +90,8 @@ def deployable(source: Any) -> DeterministicPolicy:
     parts = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
     if not all(isinstance(part, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)) for part in parts):
         raise ValueError(f"export supports Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces, got {space}.")
-    return DeterministicPolicy(copy.deepcopy(policy).cpu().eval()).eval()
+    wrapper = DeterministicPolicy if policy.initial_state(1) is None else RecurrentDeterministicPolicy
+    return wrapper(copy.deepcopy(policy).cpu().eval()).eval()
 
 
 def input_names(space: spaces.Space) -> list[str]:
@@ -104,10 +122,17 @@ def sample_batch(space: spaces.Space, batch: int) -> Tensor:
 
 
 def description(source: Any, policy: Policy) -> dict[str, Any]:
-    """What a deployment needs to know beside the graph: the spaces and where the policy comes from."""
+    """What a deployment needs to know beside the graph: the spaces, the state of a recurrent policy and where the policy comes from."""
     hparams = getattr(source, "hparams", {})
     space = policy.observation_space
     parts = space.spaces if isinstance(space, spaces.Dict) else {"obs": space}
+    state = policy.initial_state(1)
+    recurrent = {} if state is None else {
+        "inputs": [*input_names(space), "state"],
+        "outputs": ["actions", "next_state"],
+        "state_shape": list(state.shape[1:]),  # per env; zeros at an episode's first step
+        "recurrent": hparams.get("recurrent"),
+    }  # fmt: skip
     return {
         "algorithm": type(source).__name__,
         "env_id": hparams.get("env_id"),
@@ -124,6 +149,7 @@ def description(source: Any, policy: Policy) -> dict[str, Any]:
         "action_mask": getattr(source, "action_mask_source", None) if is_masked(space) else None,
         # Outside the graph: the deployment wraps its env with these, as training did.
         "env_wrappers": hparams.get("env_wrappers") or [],
+        **recurrent,
     }
 
 
@@ -153,9 +179,13 @@ def export(module: Any, path: str | Path) -> Path:
     meta = json.dumps(description(module, wrapper.policy))
     obs = example_obs(wrapper.policy)
     batch = torch.export.Dim("batch", min=1)
-    dynamic = {key: {0: batch} for key in obs} if isinstance(obs, dict) else {0: batch}
+    dynamic = {"obs": {key: {0: batch} for key in obs} if isinstance(obs, dict) else {0: batch}}
+    state = wrapper.policy.initial_state(2)
+    args = (obs,) if state is None else (obs, state)
+    if state is not None:
+        dynamic["state"] = {0: batch}
     with torch.no_grad():
-        program = torch.export.export(wrapper, (obs,), dynamic_shapes={"obs": dynamic})
+        program = torch.export.export(wrapper, args, dynamic_shapes=dynamic)
     if path.suffix == ".pt2":
         with warnings.catch_warnings():
             # orthogonal_ leaves the first layer's weight transposed in memory, which torch's archive writer reports as
@@ -165,12 +195,15 @@ def export(module: Any, path: str | Path) -> Path:
             warnings.filterwarnings("ignore", message=re.escape("No complete tensor found in the group!"), category=UserWarning)
             torch.export.save(program, path, extra_files={"lightrl.json": meta})
         return path
-    write_onnx(program, path, meta, input_names(wrapper.policy.observation_space))
+    inputs, outputs = input_names(wrapper.policy.observation_space), ["actions"]
+    if state is not None:
+        inputs, outputs = [*inputs, "state"], [*outputs, "next_state"]
+    write_onnx(program, path, meta, inputs, outputs)
     return path
 
 
-def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inputs: list[str] | None = None) -> None:
-    """Write ``program`` as ONNX with torch's exporter; its inputs are ``inputs`` (``["obs"]``) and its output ``actions``."""
+def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inputs: list[str] | None = None, outputs: list[str] | None = None) -> None:
+    """Write ``program`` as ONNX with torch's exporter; its inputs are ``inputs`` (``["obs"]``) and its outputs ``outputs`` (``["actions"]``)."""
     try:
         import onnx  # noqa: F401  (needed by torch.onnx.export)
         import onnxscript  # noqa: F401
@@ -179,7 +212,7 @@ def write_onnx(program: torch.export.ExportedProgram, path: Path, meta: str, inp
     with quiet_logger("torch.onnx"), warnings.catch_warnings():  # its registry warns, once per process, about torchvision ops we do not use
         # torch 2.13's exporter copies its own tree specs through a deprecated isinstance check.
         warnings.filterwarnings("ignore", message=re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), category=FutureWarning)
-        onnx_program = torch.onnx.export(program, input_names=inputs or ["obs"], output_names=["actions"], dynamo=True, verbose=False)
+        onnx_program = torch.onnx.export(program, input_names=inputs or ["obs"], output_names=outputs or ["actions"], dynamo=True, verbose=False)
     model = onnx_program.model_proto
     for value in (*model.graph.input, *model.graph.output):  # the exporter names the dynamic dimension s0, s1...
         value.type.tensor_type.shape.dim[0].dim_param = "batch"

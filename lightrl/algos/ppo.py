@@ -156,13 +156,13 @@ class PPO(OnPolicyAlgorithm):
         require(num_minibatches > 0, f"num_minibatches must be a positive integer, got {num_minibatches}.")
         require(update_epochs > 0, f"update_epochs must be a positive integer, got {update_epochs}.")
         require(
-            (num_envs * num_steps) % num_minibatches == 0,
-            f"num_minibatches ({num_minibatches}) must divide num_envs * num_steps ({num_envs} * {num_steps} = {num_envs * num_steps}).",
-        )
-        require(
             self.hparams.recurrent is None or num_envs % num_minibatches == 0,
             f"with recurrent={self.hparams.recurrent!r} each minibatch holds whole sub-env sequences: num_minibatches ({num_minibatches}) "
             f"must divide num_envs ({num_envs}); e.g. num_minibatches=1.",
+        )
+        require(
+            (num_envs * num_steps) % num_minibatches == 0,
+            f"num_minibatches ({num_minibatches}) must divide num_envs * num_steps ({num_envs} * {num_steps} = {num_envs * num_steps}).",
         )
         require(clip_coef > 0, f"clip_coef must be positive, got {clip_coef}.")
         require(target_kl is None or target_kl > 0, f"target_kl must be positive or None, got {target_kl}.")
