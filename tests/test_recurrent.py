@@ -152,7 +152,7 @@ def test_hide_velocities_keeps_cartpoles_positions():
 
 def test_hide_velocities_from_env_wrappers_gives_the_policy_positions_only():
     model = lightrl.PPO("CartPole-v1", recurrent="lstm", env_wrappers=[{"class_path": "lightrl.envs.partial.HideVelocities"}],
-                        total_timesteps=256, num_envs=2, num_steps=64, recurrent_size=8, vectorization="sync")  # fmt: skip
+                        total_timesteps=256, num_envs=2, num_steps=64, num_minibatches=2, recurrent_size=8, vectorization="sync")  # fmt: skip
     assert model.observation_space.shape == (2,)
     fit(model)
     assert model.rollout.obs.shape == (64, 2, 2)
