@@ -88,8 +88,8 @@ class RLModule(L.LightningModule):
     image_observations: bool = True
     #: Shown after an unsupported action space: what to use instead.
     action_space_hint: str = ""
-    #: Whether ``action_masking`` can be on (masked networks when ``action_mask_source`` is set), and ``recurrent`` set (a core trained on sequences).
-    supports_action_masking = supports_recurrent = False
+    #: Whether ``action_masking`` can be on: the algorithm builds masked networks when ``action_mask_source`` is set.
+    supports_action_masking: bool = False
     #: Whether ``collector="async"`` works: it collects through :attr:`source` and acts only through :attr:`policy`.
     supports_async_collector: bool = False
     #: The acting part, built by the subclass's ``__init__``: what sources, evaluation and export act with.

@@ -54,7 +54,7 @@ def check_base_hyperparameters(algo: type, hp: Mapping[str, Any]) -> None:
         f"action_masking=True is not supported by {algo.__name__}; use PPO or A2C (Discrete, MultiDiscrete actions) or DQN (Discrete).",
     )
     require(
-        hp["recurrent"] is None or algo.supports_recurrent,
+        hp["recurrent"] is None or getattr(algo, "supports_recurrent", False),  # set by a family that trains a core on sequences
         f"recurrent={hp['recurrent']!r} is not supported by {algo.__name__}; use PPO or A2C (a recurrent core is on-policy only for now), or recurrent=None.",
     )
     if hp["capture_video"]:

@@ -42,7 +42,9 @@ class OnPolicyAlgorithm(RLModule):
 
     observation_spaces = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
     action_spaces = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
-    supports_action_masking = supports_recurrent = True
+    supports_action_masking = True
+    #: ``recurrent`` can be set: the policy gets a recurrent core, trained on whole sub-env sequences (:mod:`lightrl.algos.sequences`).
+    supports_recurrent = True
 
     #: What sets how much experience one update sees (named when a Trainer flag cannot apply).
     batch_setting = "num_envs * num_steps per rollout (and num_minibatches)"
