@@ -115,3 +115,18 @@ def test_pt2_takes_the_state_and_returns_the_next(tmp_path):
     actions, next_state = program.module()(obs, state)
     expected_actions, expected_state = model.policy.act_with_state(obs, state)
     assert torch.equal(actions, expected_actions) and torch.allclose(next_state, expected_state, atol=1e-6)
+
+
+@pytest.mark.timeout(600)
+def test_ddp_resume_hands_each_rank_its_own_states(tmp_path):
+    from test_ddp import assert_data_parallel, run_ddp
+
+    run = dict(env_id="CartPole-v1", num_envs=2, num_steps=32, num_minibatches=2, total_timesteps=1024, recurrent="gru",
+               recurrent_size=8, hidden_sizes=[16], vectorization="sync", seed=2)  # fmt: skip
+    straight = run_ddp(tmp_path / "a", "PPO", **run)
+    assert_data_parallel(straight, 1024)
+    run_ddp(tmp_path / "b", "PPO", stop_at=512, **run)
+    resumed = run_ddp(tmp_path / "c", "PPO", resume=str(tmp_path / "b" / "stop.ckpt"), **run)
+    ranks = torch.load(tmp_path / "b" / "stop.ckpt", weights_only=True)["lightrl_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["recurrent"]["state"], ranks[1]["recurrent"]["state"])
+    assert [r["params_sha"] for r in resumed] == [r["params_sha"] for r in straight]
