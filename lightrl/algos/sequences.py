@@ -36,8 +36,7 @@ class SequenceReplay:
 
     def get_action_and_value(self, obs: Observations, action: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(action, log_prob, entropy, value)`` of ``[steps * batch]`` time-major observations, the core rerun over them."""
-        memory, _ = self.agent.remember(obs, self.state, self.starts)
-        return self.agent.get_action_and_value(memory, action)
+        return self.agent.get_action_and_value(self.agent.replay(obs, self.starts, self.state), action)
 
 
 def whole_rollout(agent: RecurrentActorCritic, batch: dict[str, Tensor]) -> SequenceReplay:

@@ -78,18 +78,33 @@ class RecurrentCore(nn.Module):
         out, h = self.rnn(x, layers_first.contiguous())
         return out, h.transpose(0, 1)
 
-    def sequence(self, x: Tensor, starts: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """Run ``x`` ``[steps, batch, features]`` from ``state``, zeroing each sub-env's state where ``starts`` ``[steps, batch]`` is True.
+    def sequence(self, x: Tensor, starts: Tensor, state: Tensor) -> Tensor:
+        """The outputs ``[steps, batch, hidden]`` of ``x`` ``[steps, batch, features]`` run from ``state``, each sub-env's
+        state zeroed where ``starts`` ``[steps, batch]`` is True.
 
-        The steps between two steps where some sub-env starts an episode run as one call of the LSTM or GRU.
+        Each sub-env's sequence is cut where its episodes start, and the pieces run as one batch in one call of the
+        LSTM or GRU: the first piece of each sub-env from its row of ``state``, the others from zeros, all padded at
+        their end to the longest (padding only follows a piece's steps, so it changes none of their outputs). The
+        outputs go back to their steps.
         """
-        steps = x.shape[0]
-        cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist()
-        outputs = []
-        for begin, end in zip([0, *cuts], [*cuts, steps]):
-            out, state = self(x[begin:end], reset_state(state, starts[begin]))
-            outputs.append(out)
-        return torch.cat(outputs), state
+        steps, batch = starts.shape
+        begins = starts.clone()
+        begins[0] = True  # where a piece begins
+        if not begins[1:].any():
+            return self(x, reset_state(state, starts[0]))[0]
+        counts = begins.sum(dim=0)  # pieces per sub-env
+        offsets = counts.cumsum(0) - counts  # the first piece of each sub-env
+        piece = begins.long().cumsum(0) - 1 + offsets  # [steps, batch]: the piece each step belongs to
+        time = torch.arange(steps, device=x.device).unsqueeze(1).expand(steps, batch)
+        num_pieces = int(counts.sum())
+        piece_begin = torch.zeros(num_pieces, dtype=torch.long, device=x.device)
+        piece_begin[piece[begins]] = time[begins]
+        position = time - piece_begin[piece]  # each step's place in its piece
+        padded = x.new_zeros(int(position.max()) + 1, num_pieces, x.shape[-1])
+        padded[position, piece] = x
+        initial = state.new_zeros(num_pieces, *state.shape[1:])
+        initial[offsets] = reset_state(state, starts[0])
+        return self(padded, initial)[0][position, piece]
 
 
 def feature_encoder(space: spaces.Space) -> nn.Module:
@@ -106,7 +121,7 @@ class RecurrentActorCritic(ActorCritic):
     observation -> encoder (MLP input, Nature-CNN or Dict encoder) -> LSTM/GRU -> actor and critic MLPs. The
     heads, distributions and their methods are :class:`ActorCritic`'s, built over the core's output:
     ``get_action_and_value``, ``sample``, ``act`` and ``get_value`` take the :data:`Memory` that :meth:`remember`
-    returns instead of observations. With ``critic_shares_core=False`` the critic has a core of its own
+    (one step) or :meth:`replay` (sequences) return instead of observations. With ``critic_shares_core=False`` the critic has a core of its own
     (sb3-contrib's ``enable_critic_lstm``).
 
     Args:
@@ -149,33 +164,37 @@ class RecurrentActorCritic(ActorCritic):
         """The zero state of ``batch_size`` sub-envs at the start of their episodes."""
         return torch.zeros(batch_size, *self.state_shape, device=device)
 
-    def remember(self, obs: Tensor, state: Tensor, starts: Tensor | None = None) -> tuple[Memory, Tensor]:
-        """The cores' outputs for ``obs``, and the next state.
-
-        Args:
-            obs: One step of observations ``[batch, ...]`` (``starts`` None), or ``steps`` of them in time-major
-                order ``[steps * batch, ...]``.
-            state: ``[batch, layers, state_size]``, the state before the first step (zero rows at episode starts).
-            starts: ``[steps, batch]`` bool, True where an observation is an episode's first: the state is zeroed there.
+    def remember(self, obs: Tensor, state: Tensor) -> tuple[Memory, Tensor]:
+        """One step: the cores' outputs for ``obs`` ``[batch, ...]`` from ``state`` ``[batch, layers, state_size]``, and the next state.
 
         Returns:
-            ``((actor features, critic features), next state)``, the features ``[steps * batch, recurrent_size]``.
+            ``((actor features, critic features), next state)``, the features ``[batch, recurrent_size]``.
+        """
+        x = self.obs_encoder(obs).unsqueeze(0)
+        if self.critic_core is None:
+            out, state = self.core(x, state)
+            return (out[0], out[0]), state
+        actor_state, critic_state = state.split(self.core.state_size, dim=-1)
+        actor, actor_state = self.core(x, actor_state)
+        critic, critic_state = self.critic_core(x, critic_state)
+        return (actor[0], critic[0]), torch.cat([actor_state, critic_state], dim=-1)
+
+    def replay(self, obs: Tensor, starts: Tensor, state: Tensor) -> Memory:
+        """The cores' outputs ``[steps * batch, recurrent_size]`` over sequences, as :meth:`remember` gave them step by step.
+
+        Args:
+            obs: ``steps`` of observations of ``batch`` sub-envs, time-major and flat: ``[steps * batch, ...]``.
+            starts: ``[steps, batch]`` bool, True where an observation is an episode's first: the state is zeroed there.
+            state: ``[batch, layers, state_size]``, the state before the first step.
         """
         features = self.obs_encoder(obs)
-        steps = 1 if starts is None else starts.shape[0]
-        x = features.reshape(steps, -1, features.shape[-1])
-        actor_state, critic_state = state.split(self.core.state_size, dim=-1) if self.critic_core is not None else (state, None)
-        actor, actor_state = self.run(self.core, x, actor_state, starts)
+        x = features.reshape(starts.shape[0], -1, features.shape[-1])
         if self.critic_core is None:
-            return (actor, actor), actor_state
-        critic, critic_state = self.run(self.critic_core, x, critic_state, starts)
-        return (actor, critic), torch.cat([actor_state, critic_state], dim=-1)
-
-    @staticmethod
-    def run(core: RecurrentCore, x: Tensor, state: Tensor, starts: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``core`` over ``x`` ``[steps, batch, features]``, its outputs flattened to ``[steps * batch, hidden]``."""
-        out, state = core(x, state) if starts is None else core.sequence(x, starts, state)
-        return out.reshape(-1, out.shape[-1]), state
+            actor = critic = self.core.sequence(x, starts, state)
+        else:
+            actor_state, critic_state = state.split(self.core.state_size, dim=-1)
+            actor, critic = self.core.sequence(x, starts, actor_state), self.critic_core.sequence(x, starts, critic_state)
+        return actor.reshape(-1, actor.shape[-1]), critic.reshape(-1, critic.shape[-1])
 
     def features(self, memory: Memory) -> Tensor:
         """The actor's input: its core's output."""
