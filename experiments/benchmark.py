@@ -15,6 +15,8 @@ stall without pressing FIRE.
     python experiments/benchmark.py --rows ppo_cleanrl --compare normalize  # normalize_obs=False vs True
     python experiments/benchmark.py --rows ppo_atari --compare precision    # 32-true vs bf16-mixed (CPU: AMX/AVX-512 BF16)
     python experiments/benchmark.py --rows ppo_atari --compare vectorization  # "auto" (native vector env) vs "sync"
+    python experiments/benchmark.py --rows ppo_lstm_novel                  # LSTM vs sb3-contrib RecurrentPPO (CartPoleNoVel)
+    python experiments/benchmark.py --rows ppo_lstm_novel --compare memory  # the same recipe with the LSTM vs without (MLP)
     python experiments/benchmark.py --gpu                 # PPO Atari on CUDA: precisions x eager/compiled
     python experiments/benchmark.py --ddp                 # total SPS of 1 vs 2 DDP processes (CPU, gloo)
 
@@ -114,11 +116,23 @@ ROWS = {
         "sb3": ("MaskablePPO", {**CLEANRL_PPO, "n_steps": 64, "batch_size": 256, "n_epochs": 10, "learning_rate": "linear:1e-3", "ent_coef": 0.02}, 16),
         "action_masks": True,
     },
+    "ppo_lstm_novel": {
+        "title": "PPO CartPole-v1 no velocities, LSTM",
+        "timesteps": 100_000,
+        "lightrl": "ppo_lstm_cartpole_novel.yaml",
+        # The RL zoo's ppo_lstm CartPoleNoVel-v1 recipe; both libraries' envs hide the velocities with HideVelocities.
+        "sb3": ("RecurrentPPO", dict(n_steps=32, batch_size=256, n_epochs=20, learning_rate="linear:1e-3", gamma=0.98, gae_lambda=0.8,
+                                     clip_range="linear:0.2", ent_coef=0.0,
+                                     policy_kwargs=dict(ortho_init=False, activation_fn="nn.ReLU", lstm_hidden_size=64,
+                                                        enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64]))), 8),
+        "policy": "MlpLstmPolicy",
+        "vec_normalize": dict(norm_obs=True, norm_reward=False),
+    },
 }
 DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari", "ppo_masked_taxi"]
 #: What ``--compare`` sets against lightrl's default run (library A).
 COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize",
-               "precision": "lightrl-bf16", "vectorization": "lightrl-sync"}
+               "precision": "lightrl-bf16", "vectorization": "lightrl-sync", "memory": "lightrl-mlp"}
 GPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
@@ -147,6 +161,12 @@ def sb3_value(value, env):
 
         dim = env.action_space.shape[-1]
         return NormalActionNoise(np.zeros(dim), float(value.split(":")[1]) * np.ones(dim))
+    if value == "nn.ReLU":
+        from torch import nn
+
+        return nn.ReLU
+    if isinstance(value, dict):  # policy_kwargs
+        return {key: sb3_value(v, env) for key, v in value.items()}
     return value
 
 
@@ -203,7 +223,7 @@ def run_lightrl(row: dict, timesteps: int, seed: int, variant: str = "") -> dict
 
     import lightrl
 
-    variants = {"compile": {"compile": True}, "normalize": {"normalize_obs": True}, "sync": {"vectorization": "sync"}}
+    variants = {"compile": {"compile": True}, "normalize": {"normalize_obs": True}, "sync": {"vectorization": "sync"}, "mlp": {"recurrent": None}}
     model = lightrl_model(row, timesteps, seed, **variants.get(variant, {}))
     if variant == "notiming":
         model.timer.enabled = False
@@ -227,7 +247,13 @@ def sb3_env(row: dict, num_envs: int, seed: int):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from stable_baselines3.common.vec_env import VecNormalize
+
     env_id = lightrl_config(row)["init_args"]["env_id"]
+    wrappers = lightrl_env_wrappers(row)
+    if wrappers:  # SB3 takes one wrapper class: lightrl's env_wrappers, applied in order
+        return VecNormalize(make_vec_env(env_id, n_envs=num_envs, seed=seed, wrapper_class=lambda env: apply_wrappers(env, wrappers)),
+                            **row["vec_normalize"])
     if row.get("action_masks"):
         return make_vec_env(env_id, n_envs=num_envs, seed=seed, wrapper_class=info_action_masks())
     if "vec_normalize" in row:
@@ -240,6 +266,19 @@ def sb3_env(row: dict, num_envs: int, seed: int):
 
     env = DummyVecEnv([lambda: make_env(env_id) for _ in range(num_envs)])
     env.seed(seed)
+    return env
+
+
+def lightrl_env_wrappers(row: dict) -> list:
+    """The row's lightrl ``env_wrappers``, resolved (what both libraries' envs are wrapped with)."""
+    from lightrl.envs.vector import resolve_wrappers, wrapper_spec
+
+    return resolve_wrappers([wrapper_spec(entry, i) for i, entry in enumerate(lightrl_config(row)["init_args"].get("env_wrappers") or ())])
+
+
+def apply_wrappers(env, wrappers: list):
+    for wrapper in wrappers:
+        env = wrapper(env)
     return env
 
 
@@ -272,7 +311,7 @@ class SB3Policy:
     seeded 1000 would start from other states, and on Pendulum the start state moves the return by ~100.
     """
 
-    def __init__(self, model, env_id: str):
+    def __init__(self, model, env_id: str, env_wrappers: list = ()):
         import torch
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -282,7 +321,9 @@ class SB3Policy:
         self.hparams = types.SimpleNamespace(env_id=env_id, env_kwargs=None)
         self.policy = self  # evaluation acts through module.policy: act(obs) and explore(obs)
         # MaskablePPO acts with masks: the evaluation envs carry info["action_mask"] in the observations, as lightrl's do.
-        self.env_wrappers = masked_env_wrappers(env_id) if type(model).__name__ == "MaskablePPO" else []
+        self.env_wrappers = masked_env_wrappers(env_id) if type(model).__name__ == "MaskablePPO" else list(env_wrappers)
+        #: RecurrentPPO's actor LSTM, whose state evaluation carries per env (``initial_state``, ``act_with_state``); else None.
+        self.lstm = getattr(model.policy, "lstm_actor", None)
 
     def eval(self):
         return self
@@ -304,6 +345,24 @@ class SB3Policy:
 
     def explore(self, obs):
         return self.act(obs, deterministic=False)
+
+    def initial_state(self, batch_size: int, device="cpu"):
+        import torch
+
+        return None if self.lstm is None else torch.zeros(batch_size, self.lstm.num_layers, 2 * self.lstm.hidden_size)
+
+    def act_with_state(self, obs, state, deterministic: bool = True):
+        """RecurrentPPO's actions and next state; lightrl's ``state`` rows are (h, c) side by side, zeroed at episode starts."""
+        import numpy as np
+        import torch
+
+        obs = obs.cpu().numpy()
+        if self.vec_normalize is not None:
+            obs = self.vec_normalize.normalize_obs(obs)
+        layers_first = state.transpose(0, 1).numpy()  # [layers, envs, 2 * hidden], as RecurrentPPO.predict takes (h, c)
+        h, c = layers_first[..., : self.lstm.hidden_size].copy(), layers_first[..., self.lstm.hidden_size :].copy()
+        actions, (h, c) = self.model.predict(obs, state=(h, c), episode_start=np.zeros(len(obs), bool), deterministic=deterministic)
+        return torch.as_tensor(actions), torch.from_numpy(np.concatenate([h, c], axis=-1)).transpose(0, 1)
 
 
 def masked_env_wrappers(env_id: str) -> list:
@@ -333,7 +392,7 @@ def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
 
     name, kwargs, num_envs = row["sb3"]
     env = sb3_env(row, num_envs, seed)
-    if name == "MaskablePPO":
+    if name in ("MaskablePPO", "RecurrentPPO"):
         import sb3_contrib
 
         library = sb3_contrib
@@ -346,7 +405,7 @@ def run_sb3(row: dict, timesteps: int, seed: int, variant: str = "") -> dict:
     model.learn(total_timesteps=timesteps, callback=recorder)
     seconds = time.perf_counter() - start
     if row.get("evaluate", True):
-        mean, _ = lightrl.evaluate(SB3Policy(model, lightrl_config(row)["init_args"]["env_id"]), num_episodes=10, seed=1000)
+        mean, _ = lightrl.evaluate(SB3Policy(model, lightrl_config(row)["init_args"]["env_id"], lightrl_env_wrappers(row)), num_episodes=10, seed=1000)
     else:
         mean = last_mean(recorder.episodes)
     return {"sps": model.num_timesteps / seconds, "sps_second_half": float("nan"), "return": float(mean),
