@@ -127,11 +127,14 @@ def test_a2c_trains_a_gru_with_its_own_critic_core():
         (lambda: lightrl.TD3("NoSuchEnv-v0", recurrent="lstm"), "recurrent='lstm' is not supported by TD3; use PPO or A2C"),
         (lambda: lightrl.PPO("NoSuchEnv-v0", recurrent="rnn"), "recurrent must be one of ('lstm', 'gru') or None, got 'rnn'."),
         (lambda: lightrl.PPO("NoSuchEnv-v0", recurrent="lstm", num_envs=4, num_minibatches=3),
-         "with recurrent='lstm' each minibatch holds whole sub-env sequences: num_minibatches (3) must divide num_envs (4); e.g. num_minibatches=1."),
+         "with recurrent='lstm' each minibatch holds whole sequences: num_minibatches (3) must divide their number per rollout, "
+         "num_envs * num_steps / sequence_length (4); e.g. num_minibatches=1, or a shorter sequence_length."),
+        (lambda: lightrl.PPO("NoSuchEnv-v0", recurrent="gru", num_steps=128, sequence_length=48),
+         "sequence_length (48) must divide num_steps (128): each rollout is cut into sequences of that length; or None (whole rollouts)."),
         (lambda: lightrl.A2C("NoSuchEnv-v0", recurrent="gru", recurrent_size=0), "recurrent_size must be a positive integer, got 0."),
         (lambda: lightrl.PPO("NoSuchEnv-v0", recurrent="lstm", compile=True), "compile=True does not support recurrent='lstm' yet; set compile=False."),
     ],
-    ids=["dqn", "sac", "td3", "unknown-kind", "minibatches", "size", "compile"],
+    ids=["dqn", "sac", "td3", "unknown-kind", "minibatches", "sequence-length", "size", "compile"],
 )
 def test_bad_recurrent_settings_are_refused_before_any_env(make, message):
     with pytest.raises(ValueError) as error:  # "NoSuchEnv-v0" is never made: the check comes first
@@ -158,3 +161,29 @@ def test_hide_velocities_from_env_wrappers_gives_the_policy_positions_only():
     assert model.observation_space.shape == (2,)
     fit(model)
     assert model.rollout.obs.shape == (64, 2, 2)
+
+
+def test_sequence_length_cuts_rollouts_into_chunks_that_start_from_the_collected_state():
+    policy, source = counting_source("lstm", num_steps=8)
+    source.sequence_length = 4
+    batch = source.next_rollout(policy, 0)
+    # 2 chunks x 2 sub-envs: sequence k * 2 + i is chunk k of sub-env i, each 4 steps, flat time-major.
+    assert batch["initial_state"].shape == (4, 1, 8)
+    starts = batch["episode_starts"].reshape(4, 4)
+    assert starts[:, 0].tolist() == [True, False, False, True]  # sub-env 0, steps 0-3
+    assert starts[:, 2].tolist() == [False, False, True, False]  # sub-env 0, steps 4-7 (an episode starts at 6)
+    assert starts[:, 3].tolist() == [True, False, False, False]  # sub-env 1, steps 4-7
+    assert torch.equal(batch["obs"].reshape(4, 4)[:, 2], torch.tensor([1.0, 2.0, 0.0, 1.0]))  # sub-env 0 counts 1, 2, then resets
+    with torch.no_grad():
+        _, logprob, _, value = whole_rollout(policy.agent, batch).get_action_and_value(batch["obs"], batch["actions"])
+    torch.testing.assert_close(logprob, batch["logprobs"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(value, batch["values"], rtol=1e-5, atol=1e-6)
+
+
+def test_ppo_minibatches_of_chunks_train_to_the_budget():
+    # 2 sub-envs x 64 steps in chunks of 16: 8 sequences, 4 minibatches of 2.
+    model = lightrl.PPO("CartPole-v1", recurrent="lstm", recurrent_size=8, num_envs=2, num_steps=64, sequence_length=16, num_minibatches=4,
+                        total_timesteps=512, vectorization="sync")  # fmt: skip
+    assert model.num_sequences == 8
+    fit(model)
+    assert model.env_steps == 512 and model.trainer.global_step == 4 * 4 * 4  # rollouts x epochs x minibatches

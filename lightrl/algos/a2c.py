@@ -35,8 +35,8 @@ class A2C(OnPolicyAlgorithm):
         hidden_sizes: Hidden widths of the actor and critic MLPs.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
             env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`);
-            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``: a recurrent
-            core, trained on the whole rollout's sequences (see docs/memory.md).
+            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``,
+            ``sequence_length``: a recurrent core, trained on the whole rollout's sequences (see docs/memory.md).
     """
 
     supports_async_collector = True

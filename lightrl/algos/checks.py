@@ -79,6 +79,9 @@ def check_recurrent_hyperparameters(hp: Mapping[str, Any]) -> None:
         return
     require(hp["recurrent_size"] > 0, f"recurrent_size must be a positive integer, got {hp['recurrent_size']}.")
     require(hp["recurrent_layers"] > 0, f"recurrent_layers must be a positive integer, got {hp['recurrent_layers']}.")
+    length, num_steps = hp["sequence_length"], hp["num_steps"]
+    require(length is None or (length > 0 and num_steps % length == 0),
+            f"sequence_length ({length}) must divide num_steps ({num_steps}): each rollout is cut into sequences of that length; or None (whole rollouts).")  # fmt: skip
     require(not hp["compile"], f"compile=True does not support recurrent={recurrent!r} yet; set compile=False.")
     require(hp["action_masking"] is not True, f"action_masking=True does not support recurrent={recurrent!r} yet; set one of them off.")
 

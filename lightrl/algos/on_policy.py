@@ -37,6 +37,8 @@ class OnPolicyAlgorithm(RLModule):
         recurrent_size: Hidden size of the recurrent core (``recurrent="lstm"`` or ``"gru"``, see :mod:`lightrl.nn.recurrent`).
         recurrent_layers: Stacked layers of the recurrent core.
         critic_shares_core: Whether the critic reads the actor's recurrent core (CleanRL) or has its own (sb3-contrib's default).
+        sequence_length: Steps of the sequences the recurrent core is trained on: ``num_steps`` (``None``, whole rollouts) or
+            a divisor of it, each rollout then cut into chunks that start from the state the collection reached there.
         **kwargs: :class:`~lightrl.algos.base.RLModule`'s arguments.
     """
 
@@ -57,6 +59,7 @@ class OnPolicyAlgorithm(RLModule):
         recurrent_size: int = 128,
         recurrent_layers: int = 1,
         critic_shares_core: bool = True,
+        sequence_length: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -68,8 +71,10 @@ class OnPolicyAlgorithm(RLModule):
     def make_source(self, spec: CollectorSpec) -> RolloutSource:
         """Rollouts of ``num_steps`` vector steps with GAE."""
         hp = self.hparams
-        source = RolloutSource if hp.recurrent is None else RecurrentRolloutSource
-        return source(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
+        if hp.recurrent is not None:
+            return RecurrentRolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, hp.sequence_length, device=self.device,
+                                          timer=self.timer, acting_context=partial(acting_context, self), collector=hp.collector)  # fmt: skip
+        return RolloutSource(spec, hp.num_steps, hp.gamma, hp.gae_lambda, device=self.device, timer=self.timer,
                              acting_context=partial(acting_context, self), collector=hp.collector)  # fmt: skip
 
     @property
@@ -81,6 +86,12 @@ class OnPolicyAlgorithm(RLModule):
         super().on_fit_start()
         if self.hparams.compile:
             self.policy.compile_acting(self.device)
+
+    @property
+    def num_sequences(self) -> int:
+        """Sequences per rollout a recurrent core is trained on: ``num_envs`` times ``num_steps / sequence_length``."""
+        hp = self.hparams
+        return hp.num_envs * hp.num_steps // (hp.sequence_length or hp.num_steps)
 
     @property
     def batch_size(self) -> int:

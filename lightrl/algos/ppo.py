@@ -102,8 +102,8 @@ class PPO(OnPolicyAlgorithm):
         anneal_lr: Decay the learning rate linearly to 0 over the run.
         gamma: Discount factor.
         gae_lambda: GAE's lambda.
-        num_minibatches: Minibatches per epoch; must divide ``num_envs * num_steps`` (with ``recurrent``, ``num_envs``:
-            each minibatch holds whole sub-env sequences, see :mod:`lightrl.algos.sequences`).
+        num_minibatches: Minibatches per epoch; must divide ``num_envs * num_steps`` (with ``recurrent``, the number of
+            sequences, ``num_envs`` or ``num_envs * num_steps / sequence_length``: see :mod:`lightrl.algos.sequences`).
         update_epochs: Passes over each rollout.
         norm_adv: Normalise advantages per minibatch.
         clip_coef: Surrogate clipping coefficient.
@@ -115,8 +115,8 @@ class PPO(OnPolicyAlgorithm):
         hidden_sizes: Hidden widths of the actor and critic MLPs.
         **kwargs: ``seed``, ``total_timesteps``, ``vectorization``, ``env_kwargs``, ``action_masking`` (on by default when the
             env gives action masks: invalid actions get no probability; see :mod:`lightrl.nn.masking`) (see :class:`~lightrl.algos.base.RLModule`);
-            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``: a recurrent
-            core (see :class:`~lightrl.algos.on_policy.OnPolicyAlgorithm` and docs/memory.md).
+            ``recurrent`` (``"lstm"`` or ``"gru"``), ``recurrent_size``, ``recurrent_layers``, ``critic_shares_core``,
+            ``sequence_length``: a recurrent core (see :class:`~lightrl.algos.on_policy.OnPolicyAlgorithm` and docs/memory.md).
 
     Example::
 
@@ -156,9 +156,9 @@ class PPO(OnPolicyAlgorithm):
         require(num_minibatches > 0, f"num_minibatches must be a positive integer, got {num_minibatches}.")
         require(update_epochs > 0, f"update_epochs must be a positive integer, got {update_epochs}.")
         require(
-            self.hparams.recurrent is None or num_envs % num_minibatches == 0,
-            f"with recurrent={self.hparams.recurrent!r} each minibatch holds whole sub-env sequences: num_minibatches ({num_minibatches}) "
-            f"must divide num_envs ({num_envs}); e.g. num_minibatches=1.",
+            self.hparams.recurrent is None or self.num_sequences % num_minibatches == 0,
+            f"with recurrent={self.hparams.recurrent!r} each minibatch holds whole sequences: num_minibatches ({num_minibatches}) must divide "
+            f"their number per rollout, num_envs * num_steps / sequence_length ({self.num_sequences}); e.g. num_minibatches=1, or a shorter sequence_length.",
         )
         require(
             (num_envs * num_steps) % num_minibatches == 0,

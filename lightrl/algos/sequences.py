@@ -1,12 +1,12 @@
 """Training a recurrent core on a rollout's sequences, as CleanRL's ``ppo_atari_lstm.py`` does.
 
 A minibatch is a set of whole sub-env sequences (all ``num_steps`` steps of ``num_envs / num_minibatches``
-sub-envs), and the core is rerun over them from the state stored at the rollout's start, zeroed at the steps
-where an episode starts. No padding and no masks: every step of a sequence is a real sample, each minibatch
+sub-envs; or with ``sequence_length``, chunks of that many steps), and the core is rerun over them from the
+state stored at the sequence's start, zeroed at the steps where an episode starts. No padding and no masks: every step of a sequence is a real sample, each minibatch
 holds the same number of them, and the losses are those of the memoryless algorithm. sb3-contrib's
 RecurrentPPO cuts the rollout at episode boundaries and pads the pieces to a common length instead, which
 needs a mask in every loss term and makes minibatches of varying real size; the price here is that a
-minibatch cannot be smaller than one sub-env's rollout.
+minibatch cannot be smaller than one sequence.
 """
 
 from __future__ import annotations
@@ -40,22 +40,22 @@ class SequenceReplay:
 
 
 def whole_rollout(agent: RecurrentActorCritic, batch: dict[str, Tensor]) -> SequenceReplay:
-    """The sequences of every sub-env of a rollout ``batch`` (A2C's one update)."""
-    num_envs = batch["initial_state"].shape[0]
-    return SequenceReplay(agent, batch["episode_starts"].reshape(-1, num_envs), batch["initial_state"])
+    """All the sequences of a rollout ``batch`` (A2C's one update)."""
+    num_sequences = batch["initial_state"].shape[0]
+    return SequenceReplay(agent, batch["episode_starts"].reshape(-1, num_sequences), batch["initial_state"])
 
 
 def sequence_minibatches(agent: RecurrentActorCritic, batch: dict[str, Tensor], num_minibatches: int, keys: Sequence[str]) -> Iterator[tuple]:
-    """One epoch's minibatches: the sub-envs shuffled and split in ``num_minibatches``; each ``(SequenceReplay, *batch[keys])``
-    with the fields of its sub-envs' whole sequences, flat in time-major order."""
-    num_envs = batch["initial_state"].shape[0]
-    starts = batch["episode_starts"].reshape(-1, num_envs)
-    for envs in torch.randperm(num_envs, device=starts.device).split(num_envs // num_minibatches):
-        fields = [map_obs(lambda x: of_envs(x, num_envs, envs), batch[key]) for key in keys]
-        yield (SequenceReplay(agent, starts[:, envs], batch["initial_state"][envs]), *fields)
+    """One epoch's minibatches: the sequences shuffled and split in ``num_minibatches``; each ``(SequenceReplay, *batch[keys])``
+    with the fields of its sequences, flat in time-major order."""
+    num_sequences = batch["initial_state"].shape[0]
+    starts = batch["episode_starts"].reshape(-1, num_sequences)
+    for chosen in torch.randperm(num_sequences, device=starts.device).split(num_sequences // num_minibatches):
+        fields = [map_obs(lambda x: of_sequences(x, num_sequences, chosen), batch[key]) for key in keys]
+        yield (SequenceReplay(agent, starts[:, chosen], batch["initial_state"][chosen]), *fields)
 
 
-def of_envs(x: Tensor, num_envs: int, envs: Tensor) -> Tensor:
-    """The samples of sub-envs ``envs`` in a flat time-major field ``[steps * num_envs, ...]``, flat again."""
-    steps = x.shape[0] // num_envs
-    return x.reshape(steps, num_envs, *x.shape[1:])[:, envs].reshape(steps * len(envs), *x.shape[1:])
+def of_sequences(x: Tensor, num_sequences: int, chosen: Tensor) -> Tensor:
+    """The samples of sequences ``chosen`` in a flat time-major field ``[steps * num_sequences, ...]``, flat again."""
+    steps = x.shape[0] // num_sequences
+    return x.reshape(steps, num_sequences, *x.shape[1:])[:, chosen].reshape(steps * len(chosen), *x.shape[1:])

@@ -3,21 +3,25 @@
 The state lives where the acting happens (this source, or its copy in the async actor process), one row per
 sub-env, zeroed where an episode starts: after a step whose sub-env ended its episode (SAME_STEP autoreset: the
 next observation is the new episode's first) and at the first reset of the envs. Each rollout's batch adds
-what the update needs to replay the sequences: ``initial_state`` (the state before the rollout's first step,
-``[num_envs, layers, state_size]``) and ``episode_starts`` (True where an observation is an episode's first,
-flat like the other fields, in time-major order).
+what the update needs to replay the sequences: ``initial_state`` (the state before each sequence's first step,
+``[num_sequences, layers, state_size]``) and ``episode_starts`` (True where an observation is an episode's first).
+The sequences are the sub-envs' whole rollouts, or with ``sequence_length`` their chunks of that many steps
+(sequence ``k * num_envs + i``: chunk ``k`` of sub-env ``i``); every field is flat in the sequences' time-major
+order, ``[sequence_length * num_sequences, ...]``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightrl.data.collector import Collector
+from lightrl.data.collector import Collector, CollectorSpec
 from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
+from lightrl.data.storage import map_obs
 from lightrl.nn.recurrent import reset_state
 from lightrl.policies import RecurrentActorCriticPolicy
 
@@ -33,17 +37,19 @@ class RecurrentRolloutSource(RolloutSource):
         num_steps: Vector steps per rollout, per sub-env.
         gamma: Discount factor.
         gae_lambda: GAE's lambda.
+        sequence_length: Steps per sequence (a divisor of ``num_steps``); ``None``: whole rollouts.
         **kwargs: :class:`~lightrl.data.source.EnvSource`'s ``device``, ``timer``, ``acting_context`` and ``collector``.
     """
 
-    actor_fields = (*RolloutSource.actor_fields, "state", "starts")
+    actor_fields = (*RolloutSource.actor_fields, "sequence_length", "state", "starts")
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, spec: CollectorSpec, num_steps: int, gamma: float, gae_lambda: float, sequence_length: int | None = None, **kwargs: Any):
+        self.sequence_length = sequence_length or num_steps
         #: Each sub-env's state before its current observation ``[num_envs, layers, state_size]``; None: the envs restart.
         self.state: Tensor | None = None
         #: ``[num_envs]`` bool: whether each sub-env's current observation is its episode's first.
         self.starts: Tensor | None = None
-        super().__init__(*args, **kwargs)
+        super().__init__(spec, num_steps, gamma, gae_lambda, **kwargs)
 
     def collect(self, policy: RecurrentActorCriticPolicy, collector: Collector, env_steps: int) -> dict[str, Tensor]:
         """Step the envs ``num_steps`` times with ``policy.explore_with_value``, carrying the state; the flat batch with
@@ -58,11 +64,13 @@ class RecurrentRolloutSource(RolloutSource):
         if buffer is None or buffer.device != collector.device:
             buffer = self.buffer = RolloutBuffer(self.num_steps, collector.num_envs, policy.observation_space, policy.action_space, collector.device)
         timer = collector.timer
-        initial_state, starts, truncated_states = self.state, [], []
+        sequence_states, starts, truncated_states = [], [], []
         tic = timer.start()
         with torch.no_grad(), collector.acting_context():
             for t in range(self.num_steps):
                 obs = collector.obs
+                if t % self.sequence_length == 0:
+                    sequence_states.append(self.state)
                 action, logprob, value, state = policy.explore_with_value(obs, self.state)
                 tic = timer.add("inference", tic)
                 step = collector.step(action)
@@ -79,7 +87,9 @@ class RecurrentRolloutSource(RolloutSource):
             tic = timer.add("inference", tic)
         batch = self.finish(policy, buffer, last_value, truncated_values, timer, tic)
         batch["episode_starts"] = torch.stack(starts).reshape(-1)
-        batch["initial_state"] = initial_state.float()
+        if self.sequence_length < self.num_steps:
+            batch = {key: map_obs(partial(in_sequences, num_envs=collector.num_envs, length=self.sequence_length), value) for key, value in batch.items()}
+        batch["initial_state"] = torch.cat(sequence_states).float()
         return batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -100,3 +110,11 @@ class RecurrentRolloutSource(RolloutSource):
         """Restart the envs from fresh episodes, and with them the states."""
         super().forget_episodes()
         self.state = self.starts = None
+
+
+def in_sequences(x: Tensor, num_envs: int, length: int) -> Tensor:
+    """A flat time-major field ``[num_steps * num_envs, ...]`` reordered into the chunks of ``length`` steps of each sub-env:
+    flat time-major ``[length * num_sequences, ...]``, sequence ``k * num_envs + i`` being chunk ``k`` of sub-env ``i``."""
+    rest = x.shape[1:]
+    chunks = x.shape[0] // (num_envs * length)
+    return x.reshape(chunks, length, num_envs, *rest).transpose(0, 1).reshape(-1, *rest)
