@@ -130,3 +130,29 @@ def test_ddp_resume_hands_each_rank_its_own_states(tmp_path):
     ranks = torch.load(tmp_path / "b" / "stop.ckpt", weights_only=True)["lightrl_ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["recurrent"]["state"], ranks[1]["recurrent"]["state"])
     assert [r["params_sha"] for r in resumed] == [r["params_sha"] for r in straight]
+
+
+@pytest.mark.parametrize("env_id", ["lightrl-test/ImageAndVector-v0", "lightrl-test/GoalDict-v0", "lightrl-test/TinyLake-v0"],
+                         ids=["dict-with-image", "dict", "discrete-obs"])  # fmt: skip
+def test_the_core_follows_every_encoder_and_exports(tmp_path, env_id):
+    import space_envs  # noqa: F401  (registers the envs)
+
+    from lightrl.deploy import input_dtype
+    from lightrl.nn.cnn import NatureCNN
+    from lightrl.nn.encoders import MultiInputEncoder, OneHot
+
+    model = lightrl.PPO(env_id, recurrent="gru", recurrent_size=8, num_envs=2, num_steps=16, num_minibatches=2, hidden_sizes=[8],
+                        total_timesteps=64, vectorization="sync")  # fmt: skip
+    encoder = model.policy.agent.obs_encoder
+    expected = {"lightrl-test/ImageAndVector-v0": MultiInputEncoder, "lightrl-test/GoalDict-v0": MultiInputEncoder, "lightrl-test/TinyLake-v0": OneHot}
+    assert isinstance(encoder, expected[env_id]) and model.policy.agent.core.rnn.input_size == encoder.out_features
+    if env_id == "lightrl-test/ImageAndVector-v0":
+        assert any(isinstance(part, NatureCNN) for part in encoder.parts)
+    fit(model)
+    program = torch.export.load(lightrl.export(model, tmp_path / "policy.pt2")).module()
+    obs, space = model.source.collector.obs, model.policy.observation_space  # the exported inputs' dtypes (images as float pixels)
+    obs = {key: value.to(input_dtype(space[key])) for key, value in obs.items()} if isinstance(obs, dict) else obs.to(input_dtype(space))
+    state = model.source.state
+    actions, next_state = program(obs, state)
+    expected_actions, expected_state = model.policy.act_with_state(obs, state)
+    assert torch.equal(actions, expected_actions.to(actions.dtype)) and torch.allclose(next_state, expected_state, atol=1e-6)
