@@ -14,8 +14,8 @@ from test_first_hour import QUIET, lightrl_command
 import lightrl
 from lightrl.algos.trainer_flags import log_cadence
 
-# 128 env steps per rollout and 16 rollouts: RLModule.log_interval = 1000 env steps is every 7th rollout.
-PPO_RUN = dict(env_id="CartPole-v1", seed=1, total_timesteps=2048, num_envs=4, num_steps=32, hidden_sizes=[16], eval_episodes=1)
+# 128 env steps per rollout and 40 rollouts: RLModule.log_interval = 2048 env steps is every 16th rollout.
+PPO_RUN = dict(env_id="CartPole-v1", seed=1, total_timesteps=5120, num_envs=4, num_steps=32, hidden_sizes=[16], eval_episodes=1)
 DQN_RUN = dict(env_id="CartPole-v1", seed=1, learning_starts=100, train_frequency=50, gradient_steps=1, batch_size=16,
                buffer_size=1000, hidden_sizes=[16], exploration_fraction=1.0, phases_per_training_step=1, save_replay_buffer=True,
                eval_episodes=1)  # fmt: skip
@@ -40,28 +40,30 @@ def test_log_cadence_is_about_one_log_point_per_log_interval_env_steps():
     assert log_cadence(1000, 512) == 1  # PPO's defaults: every rollout
     assert log_cadence(1000, 4096) == 1  # a rollout longer than the interval: still every one
     assert log_cadence(1000, 8) == 125  # SAC's training step of 8 update phases
+    assert lightrl.RLModule.log_interval == 2048
+    assert log_cadence(2048, 512) == 4  # the default interval and PPO's default rollout: every 4th rollout
 
 
 def test_python_trainer_with_default_flags_logs_curves_every_log_interval_and_at_the_last_step(tmp_path):
     trainer, steps = fit_with_csv(tmp_path, lightrl.PPO(**PPO_RUN))
-    assert trainer.log_every_n_steps == 7
-    assert steps == [7 * 128, 14 * 128, 2048]  # the 16th and last rollout too, though 16 is no multiple of 7
+    assert trainer.log_every_n_steps == 16
+    assert steps == [16 * 128, 32 * 128, 5120]  # the 40th and last rollout too, though 40 is no multiple of 16
 
 
 def test_an_explicit_log_every_n_steps_is_kept_and_log_interval_can_be_changed(tmp_path):
     trainer, steps = fit_with_csv(tmp_path / "explicit", lightrl.PPO(**PPO_RUN), log_every_n_steps=5)
     assert trainer.log_every_n_steps == 5
-    assert steps == [640, 1280, 1920, 2048]
+    assert steps == list(range(640, 5121, 640))
 
     model = lightrl.PPO(**PPO_RUN)
     model.log_interval = 384  # 3 rollouts
     trainer, steps = fit_with_csv(tmp_path / "interval", model)
     assert trainer.log_every_n_steps == 3
-    assert steps == [384, 768, 1152, 1536, 1920, 2048]
+    assert steps == [*range(384, 5120, 384), 5120]
 
     # The same Trainer fitting a module with longer rollouts (256 env steps) takes that module's cadence.
     trainer.fit(lightrl.PPO(**{**PPO_RUN, "num_steps": 64}))
-    assert trainer.log_every_n_steps == 1000 // 256
+    assert trainer.log_every_n_steps == 2048 // 256
 
 
 def test_cli_fit_logs_with_the_same_cadence_as_python(tmp_path):
@@ -72,7 +74,7 @@ def test_cli_fit_logs_with_the_same_cadence_as_python(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (metrics_csv,) = tmp_path.glob("**/metrics.csv")
-    assert train_rows(metrics_csv) == [7 * 128, 14 * 128, 2048]
+    assert train_rows(metrics_csv) == [16 * 128, 32 * 128, 5120]
 
 
 class Record(Callback):

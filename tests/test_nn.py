@@ -75,3 +75,25 @@ def test_sequential_forward_gives_the_values_and_gradients_of_the_module_call_wi
     assert torch.equal(x.grad, x_ref.grad)
     for p, p_ref in zip(net.parameters(), reference.parameters()):
         assert torch.equal(p.grad, p_ref.grad)
+
+
+def test_discrete_observations_index_the_first_layers_with_the_values_and_gradients_of_one_hot_inputs():
+    from lightrl.nn.actor_critic import ActorCritic
+
+    torch.manual_seed(0)
+    agent = ActorCritic(spaces.Discrete(40, start=-5), spaces.Discrete(3), hidden_sizes=(16, 16))
+    reference = copy.deepcopy(agent)
+    obs, actions = torch.tensor([-5, 34, 0, 0, 17, 34]), torch.tensor([0, 2, 1, 1, 2, 0])
+    assert torch.equal(agent.features(obs), torch.tensor([0, 39, 5, 5, 22, 39]))
+    _, log_prob, entropy, value = agent.get_action_and_value(obs, actions)
+    (log_prob.sum() + entropy.sum() + value.square().sum()).backward()
+
+    one_hot = reference.encoder(obs)  # the one-hot vectors, through the plain matmuls
+    logits, ref_value = sequential_forward(reference.actor, one_hot), sequential_forward(reference.critic, one_hot).squeeze(-1)
+    log_probs = logits.log_softmax(-1)
+    ref_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    (ref_log_prob.sum() - (log_probs.exp() * log_probs).sum() + ref_value.square().sum()).backward()
+    assert torch.equal(log_prob, ref_log_prob) and torch.equal(value, ref_value)
+    for (name, p), ref in zip(agent.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, ref.grad, rtol=0, atol=1e-7, msg=name)
+    assert torch.equal(agent.act(obs, deterministic=True), logits.argmax(-1))

@@ -10,6 +10,7 @@ from lightrl.algos.checks import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.algos.ppo import build_actor_critic, linear_lr_schedule
 from lightrl.algos.schedulers import step_lr_schedulers
+from lightrl.algos.training_log import should_log
 from lightrl.losses import normalize, policy_gradient_loss, value_loss
 
 
@@ -85,6 +86,8 @@ class A2C(OnPolicyAlgorithm):
         lr = optimizer.param_groups[0]["lr"]
         step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
+        if not should_log(self):  # Lightning would drop the metrics: skip computing them
+            return
         self.log_metrics({
             "charts/learning_rate": lr,
             "losses/value_loss": v_loss.detach(),

@@ -95,7 +95,7 @@ class RLModule(L.LightningModule):
     #: The acting part, built by the subclass's ``__init__``: what sources, evaluation and export act with.
     policy: Policy
     #: Env steps between log points under Lightning's default ``log_every_n_steps`` (:func:`~lightrl.algos.trainer_flags.set_log_cadence`).
-    log_interval: int = 1000
+    log_interval: int = 2048
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from lightrl.algos.checks import require
 from lightrl.algos.on_policy import OnPolicyAlgorithm
 from lightrl.algos.schedulers import step_lr_schedulers
 from lightrl.algos.sequences import sequence_minibatches
+from lightrl.algos.training_log import should_log
 from lightrl.losses import clipped_surrogate_loss, normalize, value_loss
 from lightrl.compile import maybe_compile
 from lightrl.data.storage import index_split
@@ -206,6 +207,8 @@ class PPO(OnPolicyAlgorithm):
         lr = optimizer.param_groups[0]["lr"]
         step_lr_schedulers(self, "step")
         self.timer.add("learn", tic)
+        if not should_log(self):  # Lightning would drop the metrics: skip computing them
+            return
         self.log_metrics({
             "charts/learning_rate": lr,
             "losses/value_loss": v_loss.detach(),

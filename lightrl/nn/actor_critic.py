@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 import lightrl.nn.distributions as D
 from lightrl.nn.cnn import NatureCNN
-from lightrl.nn.encoders import is_image_space, observation_encoder
+from lightrl.nn.encoders import OneHot, is_image_space, observation_encoder
 from lightrl.nn.mlp import layer_init, mlp, sequential_forward
 
 
@@ -52,27 +52,34 @@ class ActorCritic(nn.Module):
             self.critic = mlp(features, hidden_sizes, 1, out_std=1.0)
         self._flat_obs = type(self.encoder) is nn.Flatten
         self._mlp_heads = not isinstance(self.encoder, NatureCNN)
+        #: Discrete observations: the MLPs take their indices, and their first layers look up weight columns.
+        self._index_obs = type(self.encoder) is OneHot
         if self.gaussian:
             self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
 
     def features(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
-        """The encoder's output: the CNN's features for images, the flattened observations for vectors, the
-        encoded (one-hot, concatenated) observations for the other spaces."""
+        """What the actor and critic take: the CNN's features for images, the flattened observations for vectors,
+        the indices of Discrete observations (see :meth:`head`), the encoded (one-hot, concatenated) observations
+        for the other spaces."""
         if self._flat_obs:
             return obs if obs.dim() == 2 else obs.flatten(1)
+        if self._index_obs:
+            return self.encoder.index(obs)
         return self.encoder(obs)
+
+    def head(self, net: nn.Module, features: Tensor) -> Tensor:
+        """``net`` (the actor or the critic) on :meth:`features`: an MLP without nn.Module's per-layer call overhead
+        (the same ops), whose first layer looks up its weight's columns for Discrete observations."""
+        return sequential_forward(net, features, self._index_obs) if self._mlp_heads else net(features)
 
     def heads(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """The actor's output (logits or Gaussian mean) and the value ``[B]``."""
         hidden = self.features(obs)
-        if self._mlp_heads:  # the MLPs without nn.Module's per-layer call overhead (same ops)
-            return sequential_forward(self.actor, hidden), sequential_forward(self.critic, hidden).squeeze(-1)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+        return self.head(self.actor, hidden), self.head(self.critic, hidden).squeeze(-1)
 
     def get_value(self, obs: Tensor) -> Tensor:
         """``V(s)``, shaped ``[B]``."""
-        hidden = self.features(obs)
-        return (sequential_forward(self.critic, hidden) if self._mlp_heads else self.critic(hidden)).squeeze(-1)
+        return self.head(self.critic, self.features(obs)).squeeze(-1)
 
     def get_action_and_value(self, obs: Tensor, action: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Sample an action (or score the given one) and return ``(action, log_prob, entropy, value)``."""
@@ -106,8 +113,7 @@ class ActorCritic(nn.Module):
 
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """The action to take: the mode of the policy if ``deterministic``, else a sample."""
-        hidden = self.features(obs)
-        out = sequential_forward(self.actor, hidden) if self._mlp_heads else self.actor(hidden)
+        out = self.head(self.actor, self.features(obs))
         if self.discrete:
             return out.argmax(-1) if deterministic else D.categorical_sample(out)
         if self.gaussian:

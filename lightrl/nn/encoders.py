@@ -59,10 +59,15 @@ class OneHot(nn.Module):
         # A comparison rather than F.one_hot: the same values, and it exports to ONNX as plain ops.
         values = torch.arange(int(space.start), int(space.start) + int(space.n))
         self.register_buffer("values", values, persistent=False)
+        self.start = int(space.start)
 
     def forward(self, obs: Tensor) -> Tensor:
         """The one-hot encoding of ``obs``."""
         return (obs.long().unsqueeze(-1) == self.values).float()
+
+    def index(self, obs: Tensor) -> Tensor:
+        """The position of the 1 in each of :meth:`forward`'s vectors (``obs - start``)."""
+        return obs.long() - self.start
 
 
 class MultiOneHot(nn.Module):

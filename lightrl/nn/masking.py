@@ -24,7 +24,6 @@ from torch import Tensor
 import lightrl.nn.distributions as D
 from lightrl.envs.masks import MASK_KEY, OBS_KEY, is_masked, mask_groups, split_mask, unmasked_space
 from lightrl.nn.actor_critic import ActorCritic
-from lightrl.nn.mlp import sequential_forward
 from lightrl.nn.q_networks import QNetwork
 
 
@@ -128,8 +127,7 @@ class MaskedActorCritic(ActorCritic):
     def act(self, obs: dict[str, Tensor], deterministic: bool = False) -> Tensor:
         """A valid action: the most likely if ``deterministic``, else a sample."""
         inner, mask = split_mask(obs, self.unwrap)
-        hidden = self.features(inner)
-        logits = masked_logits(sequential_forward(self.actor, hidden) if self._mlp_heads else self.actor(hidden), mask)
+        logits = masked_logits(self.head(self.actor, self.features(inner)), mask)
         if not deterministic:
             return self.sample_logits(logits)
         return logits.argmax(-1) if self.discrete else self.distribution.mode(logits)
