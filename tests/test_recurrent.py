@@ -17,7 +17,7 @@ from lightrl.envs.partial import HideVelocities
 from lightrl.evaluation import episode_returns
 from lightrl.nn.recurrent import RecurrentActorCritic, RecurrentCore, reset_state
 from lightrl.policies import RecurrentActorCriticPolicy
-from memory_envs import CUE_RECALL_ID, DELAY
+from memory_envs import CUE_RECALL_ID
 
 
 def fit(model, **trainer_kwargs) -> L.Trainer:
@@ -44,13 +44,20 @@ def test_reset_state_zeroes_exactly_the_rows_that_start_an_episode():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_sequence_replay_equals_stepping_with_resets(kind):
+@pytest.mark.parametrize("pattern", ["padded", "between-starts"])
+def test_sequence_replay_equals_stepping_with_resets(kind, pattern, monkeypatch):
     torch.manual_seed(0)
     core = RecurrentCore(kind, 3, 5, num_layers=2)
     x, state = torch.randn(7, 4, 3), torch.randn(4, 2, core.state_size)
     starts = torch.zeros(7, 4, dtype=torch.bool)
-    starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[5, 3] = True
+    if pattern == "padded":  # 7 pieces, the longest of 7 steps: 7 * 7 padded steps for 28
+        starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[5, 3] = True
+    else:  # sub-env 0 starts an episode at every step beside sub-envs 1-3's 7-step pieces: 7 * 10 padded steps for 28
+        starts[:, 0] = True
+    calls, between_starts = [], core.between_starts
+    monkeypatch.setattr(core, "between_starts", lambda *args: calls.append(args) or between_starts(*args))
     out = core.sequence(x, starts, state)
+    assert len(calls) == (pattern == "between-starts")
     expected, carried = [], state
     for t in range(7):
         step, carried = core(x[t : t + 1], reset_state(carried, starts[t]))
@@ -97,7 +104,7 @@ def test_replaying_a_rollout_gives_the_log_probs_and_values_it_was_collected_wit
 
 
 def test_evaluation_carries_the_state_and_the_memory_env_is_solved_only_with_a_core():
-    """The cue shows at the first step and is asked for 10 steps later: +1 for naming it, -1 otherwise."""
+    """The cue shows at the first step and is asked for DELAY (10) steps later: +1 for naming it, -1 otherwise."""
     run = dict(total_timesteps=40_000, num_envs=8, num_steps=33, num_minibatches=2, learning_rate=3e-3, anneal_lr=False,
                hidden_sizes=[32], vectorization="sync", seed=1)  # fmt: skip
     recurrent = lightrl.PPO(CUE_RECALL_ID, recurrent="lstm", recurrent_size=32, **run)
@@ -108,7 +115,6 @@ def test_evaluation_carries_the_state_and_the_memory_env_is_solved_only_with_a_c
     returns = episode_returns(memoryless, 50, seed=123)
     # Without memory the question looks the same whatever the cue: one fixed answer, right for one cue only.
     assert sorted(set(returns)) == [-1.0, 1.0] and abs(np.mean(returns)) <= 0.3
-    assert DELAY == 10
 
 
 def test_a2c_trains_a_gru_with_its_own_critic_core():

@@ -85,7 +85,9 @@ class RecurrentCore(nn.Module):
         Each sub-env's sequence is cut where its episodes start, and the pieces run as one batch in one call of the
         LSTM or GRU: the first piece of each sub-env from its row of ``state``, the others from zeros, all padded at
         their end to the longest (padding only follows a piece's steps, so it changes none of their outputs). The
-        outputs go back to their steps.
+        outputs go back to their steps. Where padding would more than double the steps run (one sub-env's long piece
+        beside many short ones), the whole batch runs instead from one step where some sub-env starts an episode to
+        the next, one call each.
         """
         steps, batch = starts.shape
         begins = starts.clone()
@@ -100,11 +102,23 @@ class RecurrentCore(nn.Module):
         piece_begin = torch.zeros(num_pieces, dtype=torch.long, device=x.device)
         piece_begin[piece[begins]] = time[begins]
         position = time - piece_begin[piece]  # each step's place in its piece
-        padded = x.new_zeros(int(position.max()) + 1, num_pieces, x.shape[-1])
+        longest = int(position.max()) + 1
+        if longest * num_pieces > 2 * steps * batch:
+            return self.between_starts(x, starts, state)
+        padded = x.new_zeros(longest, num_pieces, x.shape[-1])
         padded[position, piece] = x
         initial = state.new_zeros(num_pieces, *state.shape[1:])
         initial[offsets] = reset_state(state, starts[0])
         return self(padded, initial)[0][position, piece]
+
+    def between_starts(self, x: Tensor, starts: Tensor, state: Tensor) -> Tensor:
+        """:meth:`sequence`'s outputs, the whole batch run from each step where some sub-env starts an episode to the next."""
+        cuts = (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist()
+        outputs = []
+        for begin, end in zip([0, *cuts], [*cuts, starts.shape[0]]):
+            out, state = self(x[begin:end], reset_state(state, starts[begin]))
+            outputs.append(out)
+        return torch.cat(outputs)
 
 
 def feature_encoder(space: spaces.Space) -> nn.Module:
