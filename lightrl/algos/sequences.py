@@ -11,6 +11,7 @@ minibatch cannot be smaller than one sequence.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterator, Sequence
 
 import torch
@@ -51,7 +52,8 @@ def sequence_minibatches(agent: RecurrentActorCritic, batch: dict[str, Tensor], 
     num_sequences = batch["initial_state"].shape[0]
     starts = batch["episode_starts"].reshape(-1, num_sequences)
     for chosen in torch.randperm(num_sequences, device=starts.device).split(num_sequences // num_minibatches):
-        fields = [map_obs(lambda x: of_sequences(x, num_sequences, chosen), batch[key]) for key in keys]
+        select = partial(of_sequences, num_sequences=num_sequences, chosen=chosen)
+        fields = [map_obs(select, batch[key]) for key in keys]
         yield (SequenceReplay(agent, starts[:, chosen], batch["initial_state"][chosen]), *fields)
 
 
