@@ -135,8 +135,8 @@ class RecurrentActorCritic(ActorCritic):
     observation -> encoder (MLP input, Nature-CNN or Dict encoder) -> LSTM/GRU -> actor and critic MLPs. The
     heads, distributions and their methods are :class:`ActorCritic`'s, built over the core's output:
     ``get_action_and_value``, ``sample``, ``act`` and ``get_value`` take the :data:`Memory` that :meth:`remember`
-    (one step) or :meth:`replay` (sequences) return instead of observations. With ``critic_shares_core=False`` the critic has a core of its own
-    (sb3-contrib's ``enable_critic_lstm``).
+    (one step) or :meth:`replay` (sequences) return instead of observations. With ``critic_shares_core=False`` the
+    critic has a core of its own (sb3-contrib's ``enable_critic_lstm``).
 
     Args:
         observation_space: As :class:`ActorCritic` takes it.
