@@ -156,3 +156,14 @@ def test_the_core_follows_every_encoder_and_exports(tmp_path, env_id):
     actions, next_state = program(obs, state)
     expected_actions, expected_state = model.policy.act_with_state(obs, state)
     assert torch.equal(actions, expected_actions.to(actions.dtype)) and torch.allclose(next_state, expected_state, atol=1e-6)
+
+
+def test_validation_plays_its_episodes_with_the_state_carried():
+    from lightrl.algos.evaluation_steps import EVAL_SEED_OFFSET
+    from lightrl.evaluation import episode_returns
+
+    model = lightrl.PPO(**{**RUN, "total_timesteps": 256, "eval_episodes": 3})
+    fit(model)
+    metrics = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, verbose=False)[0]
+    expected = episode_returns(model, 3, seed=RUN["seed"] + EVAL_SEED_OFFSET)
+    assert metrics["eval/return_mean"] == pytest.approx(np.mean(expected)) and metrics["eval/episodes"] == 3
