@@ -351,16 +351,19 @@ def test_ppo_trains_on_envpool():
 
 
 # ----------------------------------------------------------------------------- vectorization="native" (and "auto")
-def test_auto_uses_the_native_cartpole_unless_wrappers_are_asked_for():
+def test_auto_uses_the_native_cartpole_from_4_sub_envs_unless_wrappers_are_asked_for():
     from lightrl.envs.native import SameStepCartPole
 
-    envs = make_vec_env("CartPole-v1", 2, seed=1)
+    envs = make_vec_env("CartPole-v1", 4, seed=1)
     assert isinstance(envs.unwrapped, SameStepCartPole) and envs.metadata["autoreset_mode"] == AUTORESET_MODE
-    wrapped = make_vec_env("CartPole-v1", 2, seed=1, env_wrappers=[gym.wrappers.FlattenObservation])
+    few = make_vec_env("CartPole-v1", 3, seed=1)  # a Python loop over 1-3 sub-envs is cheaper
+    assert isinstance(few.unwrapped, gym.vector.SyncVectorEnv)
+    assert isinstance(make_vec_env("CartPole-v1", 1, vectorization="native").unwrapped, SameStepCartPole)  # asked for
+    wrapped = make_vec_env("CartPole-v1", 4, seed=1, env_wrappers=[gym.wrappers.FlattenObservation])
     assert isinstance(wrapped.unwrapped, gym.vector.SyncVectorEnv)
     assert isinstance(make_vec_env("CartPole-v1", 2, vectorization="sync").unwrapped, gym.vector.SyncVectorEnv)
     assert isinstance(make_vec_env(COUNTING_ID, 2).unwrapped, gym.vector.SyncVectorEnv)  # no vector_entry_point
-    for e in (envs, wrapped):
+    for e in (envs, few, wrapped):
         e.close()
 
 
@@ -454,17 +457,17 @@ def test_native_rollout_bootstraps_truncation_and_not_termination():
 
 
 def test_native_cartpole_seeds_differ_per_rank_and_state_round_trips():
-    a = make_vec_env("CartPole-v1", 2, seed=1, rank=0)
-    b = make_vec_env("CartPole-v1", 2, seed=1, rank=1)
+    a = make_vec_env("CartPole-v1", 2, seed=1, rank=0, vectorization="native")
+    b = make_vec_env("CartPole-v1", 2, seed=1, rank=1, vectorization="native")
     rows = np.concatenate([a.reset()[0], b.reset()[0]])
     assert len({tuple(r) for r in rows}) == 4
-    np.testing.assert_array_equal(make_vec_env("CartPole-v1", 2, seed=1, rank=0).reset()[0], rows[:2])
+    np.testing.assert_array_equal(make_vec_env("CartPole-v1", 2, seed=1, rank=0, vectorization="native").reset()[0], rows[:2])
     actions = np.random.default_rng(0).integers(0, 2, (60, 2))
     for x in actions[:30]:
         a.step(x)
     state = a.get_state()
     first = [a.step(x) for x in actions[30:]]
-    c = make_vec_env("CartPole-v1", 2, seed=99)
+    c = make_vec_env("CartPole-v1", 2, seed=99, vectorization="native")
     c.reset()
     assert c.set_state(state) is True
     again = [c.step(x) for x in actions[30:]]
@@ -472,13 +475,13 @@ def test_native_cartpole_seeds_differ_per_rank_and_state_round_trips():
         np.testing.assert_array_equal(o1, o2)
         np.testing.assert_array_equal(r1, r2)
     with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
-        assert make_vec_env("CartPole-v1", 3).set_state(state) is False
+        assert make_vec_env("CartPole-v1", 3, vectorization="native").set_state(state) is False
     with pytest.warns(UserWarning, match="the checkpoint holds a native vector env's state"):
         assert make_vec_env("CartPole-v1", 2, vectorization="sync").set_state(state) is False
     sync = make_vec_env("CartPole-v1", 2, vectorization="sync")
     sync.reset()
     with pytest.warns(UserWarning, match="SameStepCartPole cannot restore this state"):
-        assert make_vec_env("CartPole-v1", 2).set_state(sync.get_state()) is False
+        assert make_vec_env("CartPole-v1", 2, vectorization="native").set_state(sync.get_state()) is False
 
 
 class CountingVectorEnv(gym.vector.VectorEnv):

@@ -28,6 +28,10 @@ from lightrl.envs.autoreset import AUTORESET_MODE, EpisodeCounter, same_step_inf
 
 NativeFactory = Callable[[int], gym.vector.VectorEnv]
 
+#: ``"auto"`` steps CartPole natively from this many sub-envs: below it, a Python loop over the sub-envs is cheaper
+#: than the vector env's fixed cost per call (docs/scaling.md has the figures).
+AUTO_NATIVE_CARTPOLE_MIN_ENVS = 4
+
 
 def first_seed(seed: int | list[int] | None) -> int | None:
     """The one seed of a vector env that draws every sub-env from one generator: the first of ``env_seeds``."""
@@ -231,14 +235,18 @@ class NativeEpisodeStatistics(gym.vector.VectorWrapper):
         return obs, rewards, terminated, truncated, info
 
 
-def native_factory(env_id: str, env_kwargs: dict[str, Any] | None, wrapped: bool, known_only: bool = False) -> tuple[NativeFactory | None, str]:
+def native_factory(
+    env_id: str, env_kwargs: dict[str, Any] | None, wrapped: bool, known_only: bool = False, num_envs: int | None = None
+) -> tuple[NativeFactory | None, str]:
     """How to make ``env_id``'s native vector env in SAME_STEP mode, or why it cannot be made.
 
     Args:
         env_id: A registered gymnasium id.
         env_kwargs: The env's keyword arguments.
         wrapped: Whether per-env wrappers were asked for (a native vector env has no per-env wrappers).
-        known_only: Only CartPole's and ale-py's vector envs, whose SAME_STEP use lightrl knows (``"auto"``).
+        known_only: Only CartPole's and ale-py's vector envs, whose SAME_STEP use lightrl knows (``"auto"``), and
+            CartPole's only from :data:`AUTO_NATIVE_CARTPOLE_MIN_ENVS` sub-envs (``num_envs``).
+        num_envs: The number of sub-envs to be made (None: any).
 
     Returns:
         ``(factory, "")``, the factory taking the number of sub-envs, or ``(None, reason)``.
@@ -261,6 +269,8 @@ def native_factory(env_id: str, env_kwargs: dict[str, Any] | None, wrapped: bool
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
             return None, f"CartPoleVectorEnv does not take {unknown}"
+        if known_only and num_envs is not None and num_envs < AUTO_NATIVE_CARTPOLE_MIN_ENVS:
+            return None, f"fewer than {AUTO_NATIVE_CARTPOLE_MIN_ENVS} CartPole sub-envs step faster in a Python loop"
         params = {**spec.kwargs, "max_episode_steps": spec.max_episode_steps, **kwargs}
         return (lambda num_envs: SameStepCartPole(num_envs, **params)), ""
     if known_only:

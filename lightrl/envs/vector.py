@@ -244,8 +244,8 @@ def make_vec_env(
         num_envs: Number of sub-envs in this process.
         seed: Base seed of the run.
         rank: Global rank of this process (0 without DDP).
-        vectorization: ``"auto"`` (``"native"`` for CartPole and Atari ids without per-env wrappers, else
-            ``"sync"``), ``"native"`` (the env's own vector env, stepping all sub-envs in one call: numpy for
+        vectorization: ``"auto"`` (``"native"`` for Atari ids, and for CartPole ids from 4 sub-envs, without
+            per-env wrappers; else ``"sync"``), ``"native"`` (the env's own vector env, stepping all sub-envs in one call: numpy for
             CartPole, ale-py's C++ threads for Atari; see :mod:`lightrl.envs.native`), ``"sync"`` (one process,
             a Python loop over the sub-envs), ``"async"`` (a process per sub-env) or ``"envpool"`` (EnvPool's
             C++ envs, for the ids it provides). Wrappers apply to ``"sync"`` and ``"async"`` only.
@@ -268,7 +268,7 @@ def make_vec_env(
             raise ValueError("env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
     if vectorization in ("auto", "native"):
-        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), known_only=vectorization == "auto")
+        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), known_only=vectorization == "auto", num_envs=num_envs)
         if factory is not None:
             return SeededVectorEnv(factory(num_envs), env_seeds(seed, num_envs, rank), env_id)
         if vectorization == "native":
