@@ -241,6 +241,7 @@ def test_unknown_env_id():
         ("PPO", {"clip_coef": -0.1}, r"clip_coef must be positive, got -0.1"),
         ("PPO", {"target_kl": 0.0}, r"target_kl must be positive or None, got 0.0"),
         ("PPO", {"vectorization": "threads"}, r"vectorization must be one of"),
+        ("PPO", {"activation": "gelu"}, r"activation must be one of \['relu', 'tanh'\], got 'gelu'"),
         ("A2C", {"num_envs": 0}, r"num_envs must be a positive integer, got 0"),
         ("A2C", {"gamma": 1.5}, r"gamma must be in \(0, 1\], got 1.5"),
         ("A2C", {"max_grad_norm": 0.0}, r"max_grad_norm must be positive or None, got 0.0"),

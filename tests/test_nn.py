@@ -97,3 +97,17 @@ def test_discrete_observations_index_the_first_layers_with_the_values_and_gradie
     for (name, p), ref in zip(agent.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, ref.grad, rtol=0, atol=1e-7, msg=name)
     assert torch.equal(agent.act(obs, deterministic=True), logits.argmax(-1))
+
+
+def test_activation_relu_builds_relu_heads_and_computes_with_them():
+    import lightrl
+
+    obs = torch.randn(3, 4)
+    for kwargs in ({}, {"recurrent": "gru", "recurrent_size": 8}):
+        relu = lightrl.PPO("CartPole-v1", activation="relu", hidden_sizes=[16, 16], **kwargs).policy.agent
+        tanh = lightrl.PPO("CartPole-v1", hidden_sizes=[16, 16], **kwargs).policy.agent
+        for net, kind in ((relu.actor, nn.ReLU), (relu.critic, nn.ReLU), (tanh.actor, nn.Tanh), (tanh.critic, nn.Tanh)):
+            assert [type(m) for m in net] == [nn.Linear, kind, nn.Linear, kind, nn.Linear]
+    agent = lightrl.A2C("CartPole-v1", activation="relu", hidden_sizes=[16]).policy.agent
+    first, _, last = agent.critic
+    assert torch.allclose(agent.get_value(obs), (last(torch.relu(first(obs)))).squeeze(-1), atol=1e-6)

@@ -20,6 +20,7 @@ from lightrl.data.rollout import RolloutBuffer
 from lightrl.data.rollout_source import RolloutSource
 from lightrl.losses import explained_variance
 from lightrl.nn.actor_critic import ActorCritic
+from lightrl.nn.mlp import ACTIVATIONS
 from lightrl.normalize import sync_obs_statistics
 
 
@@ -34,6 +35,8 @@ class OnPolicyAlgorithm(RLModule):
         num_steps: Vector steps per rollout, per sub-env.
         gae_lambda: GAE's lambda, in [0, 1].
         hidden_sizes: Widths of the actor's and critic's hidden layers (vector observations; after the core with ``recurrent``).
+        activation: Their hidden activation: ``"tanh"`` (CleanRL's and SB3's PPO and A2C) or ``"relu"`` (cheaper on a CPU,
+            and the RL zoo's choice in some recipes).
         recurrent_size: Hidden size of the recurrent core (``recurrent="lstm"`` or ``"gru"``, see :mod:`lightrl.nn.recurrent`).
         recurrent_layers: Stacked layers of the recurrent core.
         critic_shares_core: Whether the critic reads the actor's recurrent core (CleanRL) or has its own (sb3-contrib's default).
@@ -60,9 +63,11 @@ class OnPolicyAlgorithm(RLModule):
         recurrent_layers: int = 1,
         critic_shares_core: bool = True,
         sequence_length: int | None = None,
+        activation: str = "tanh",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        require(activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
         require(num_steps > 0, f"num_steps must be a positive integer, got {num_steps}.")
         require(0 <= gae_lambda <= 1, f"gae_lambda must be in [0, 1], got {gae_lambda}.")
         require_widths(hidden_sizes)

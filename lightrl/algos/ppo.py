@@ -38,12 +38,14 @@ def build_actor_critic(module: OnPolicyAlgorithm) -> None:
         require(module.action_mask_source is None, f"env {hp.env_id!r} gives action masks, which recurrent={hp.recurrent!r} does not support yet; "
                 "set action_masking=False or recurrent=None.")  # fmt: skip
         with seeded(hp.seed):
-            agent = RecurrentActorCritic(obs_space, action_space, hp.hidden_sizes, hp.recurrent, hp.recurrent_size, hp.recurrent_layers, hp.critic_shares_core)
+            agent = RecurrentActorCritic(
+                obs_space, action_space, hp.hidden_sizes, hp.recurrent, hp.recurrent_size, hp.recurrent_layers, hp.critic_shares_core, hp.activation
+            )
         module.policy = RecurrentActorCriticPolicy(agent, obs_space, action_space)
     else:
         network = MaskedActorCritic if module.action_mask_source is not None else ActorCritic
         with seeded(hp.seed):
-            agent = network(obs_space, action_space, hp.hidden_sizes)
+            agent = network(obs_space, action_space, hp.hidden_sizes, hp.activation)
         module.policy = ActorCriticPolicy(agent, obs_space, action_space)
     module.setup_normalization()
 

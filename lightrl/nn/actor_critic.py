@@ -12,7 +12,7 @@ from torch import Tensor, nn
 import lightrl.nn.distributions as D
 from lightrl.nn.cnn import NatureCNN
 from lightrl.nn.encoders import OneHot, is_image_space, observation_encoder
-from lightrl.nn.mlp import layer_init, mlp, sequential_forward
+from lightrl.nn.mlp import ACTIVATIONS, layer_init, mlp, sequential_forward
 
 
 class ActorCritic(nn.Module):
@@ -31,9 +31,12 @@ class ActorCritic(nn.Module):
             MultiBinary, or a Dict of those.
         action_space: Discrete, 1-D Box, MultiDiscrete or MultiBinary.
         hidden_sizes: Widths of the MLP hidden layers.
+        activation: The MLPs' hidden activation, ``"tanh"`` (CleanRL, SB3's PPO) or ``"relu"``.
     """
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden_sizes: Sequence[int] = (64, 64)):
+    def __init__(
+        self, observation_space: spaces.Space, action_space: spaces.Space, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"
+    ):
         super().__init__()
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.gaussian = isinstance(action_space, spaces.Box)
@@ -48,8 +51,8 @@ class ActorCritic(nn.Module):
         else:
             self.encoder = nn.Flatten() if encoder is None else encoder
             features = int(torch.Size(observation_space.shape).numel()) if encoder is None else encoder.out_features
-            self.actor = mlp(features, hidden_sizes, action_dim, out_std=0.01)
-            self.critic = mlp(features, hidden_sizes, 1, out_std=1.0)
+            self.actor = mlp(features, hidden_sizes, action_dim, ACTIVATIONS[activation], out_std=0.01)
+            self.critic = mlp(features, hidden_sizes, 1, ACTIVATIONS[activation], out_std=1.0)
         self._flat_obs = type(self.encoder) is nn.Flatten
         self._mlp_heads = not isinstance(self.encoder, NatureCNN)
         #: Discrete observations: the MLPs take their indices, and their first layers look up weight columns.

@@ -66,6 +66,7 @@ class MaskedActorCritic(ActorCritic):
         observation_space: A Dict with an ``"action_mask"`` entry (:class:`~lightrl.envs.masks.ActionMask`).
         action_space: Discrete or 1-D MultiDiscrete.
         hidden_sizes: Widths of the MLP hidden layers.
+        activation: The MLPs' hidden activation, ``"tanh"`` or ``"relu"``.
 
     Example::
 
@@ -76,9 +77,11 @@ class MaskedActorCritic(ActorCritic):
         tensor([1, 1])
     """
 
-    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Space, hidden_sizes: Sequence[int] = (64, 64)):
+    def __init__(
+        self, observation_space: spaces.Dict, action_space: spaces.Space, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"
+    ):
         inner, unwrap = check_maskable(observation_space, action_space)
-        super().__init__(inner, action_space, hidden_sizes)
+        super().__init__(inner, action_space, hidden_sizes, activation)
         self.unwrap = unwrap
         #: The sizes of the mask's groups, one per action dimension.
         self.groups = mask_groups(action_space)

@@ -32,6 +32,10 @@ def input_major(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+#: The hidden activations an actor-critic's MLPs take, by name (PPO's and A2C's ``activation``).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
 def mlp(
     in_features: int,
     hidden_sizes: Sequence[int],

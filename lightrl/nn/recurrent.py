@@ -146,6 +146,7 @@ class RecurrentActorCritic(ActorCritic):
         recurrent_size: The core's hidden size.
         recurrent_layers: Stacked layers of the core.
         critic_shares_core: Whether the critic reads the actor's core (CleanRL) or has its own (sb3-contrib's default).
+        activation: The hidden activation of the actor and critic MLPs, ``"tanh"`` or ``"relu"``.
 
     Example::
 
@@ -164,8 +165,9 @@ class RecurrentActorCritic(ActorCritic):
         recurrent_size: int = 128,
         recurrent_layers: int = 1,
         critic_shares_core: bool = True,
+        activation: str = "tanh",
     ):
-        super().__init__(spaces.Box(-np.inf, np.inf, (recurrent_size,), np.float32), action_space, hidden_sizes)
+        super().__init__(spaces.Box(-np.inf, np.inf, (recurrent_size,), np.float32), action_space, hidden_sizes, activation)
         #: The encoder of the observations, in front of the core (the base class's ``encoder`` sees the core's output).
         self.obs_encoder = feature_encoder(observation_space)
         self.core = RecurrentCore(recurrent, self.obs_encoder.out_features, recurrent_size, recurrent_layers)
