@@ -251,10 +251,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--eval-every", type=int, default=4096, help="env steps between evaluations (default 4096)")
     parser.add_argument("--budget", type=int, default=200_000, help="env steps after which a run gives up")
+    parser.add_argument("--lightrl-config", help="a config file for the lightrl runner, instead of the race's recipe")
     parser.add_argument("--worker", nargs=2, metavar=("RUNNER", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     global RACE
     RACE = RACES[args.env]
+    if args.lightrl_config:
+        RACE = {**RACE, "lightrl": str(Path(args.lightrl_config).resolve())}
     runners = args.runners or list(RACE["runners"])
     if not set(runners) <= set(RACE["runners"]):
         parser.error(f"--env {args.env} races {list(RACE['runners'])}, not {sorted(set(runners) - set(RACE['runners']))}")
@@ -265,7 +268,7 @@ def main() -> None:
     for seed in args.seeds:
         for runner in runners:  # alternate, so that machine noise hits every runner alike
             cmd = [sys.executable, __file__, "--worker", runner, str(seed), "--env", args.env, "--eval-every", str(args.eval_every),
-                   "--budget", str(args.budget)]  # fmt: skip
+                   "--budget", str(args.budget)] + (["--lightrl-config", RACE["lightrl"]] if args.lightrl_config else [])  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=EXPERIMENTS)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:

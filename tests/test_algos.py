@@ -205,6 +205,22 @@ def test_ppo_solves_cartpole_zoo_budget():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_throughput_recipe_still_solves_cartpole(seed):
+    """experiments/ppo_cartpole_throughput.yaml (256 native sub-envs, 1M steps): eval >= 475 at the end of its budget."""
+    import yaml
+    from pathlib import Path
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "ppo_cartpole_throughput.yaml").read_text())["model"]["init_args"]
+    model = lightrl.PPO(**{**config, "seed": seed})
+    fit(model)
+    assert model.env_steps >= 1_000_000
+    mean, std = lightrl.evaluate(model, num_episodes=10, seed=1000)
+    assert mean >= 475, (mean, std)
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_a2c_solves_cartpole():
     model = lightrl.A2C("CartPole-v1", total_timesteps=500_000, seed=1)
