@@ -8,6 +8,7 @@ of training, and the env steps used; then the median over seeds. Runners alterna
     python experiments/time_to_solve.py                                 # CartPole: lightrl, sb3, cleanrl; seeds 1-5
     python experiments/time_to_solve.py --runners lightrl cleanrl --seeds 1 2 3 --eval-every 2048
     python experiments/time_to_solve.py --env acrobot                   # Acrobot: lightrl, sb3
+    python experiments/time_to_solve.py --runners lightrl --lightrl-config my_recipe.yaml   # race another recipe
 
 CartPole-v1, threshold 475:
 - ``lightrl``: ``experiments/ppo_cartpole_fast.yaml``;
