@@ -236,7 +236,7 @@ class NativeEpisodeStatistics(gym.vector.VectorWrapper):
 
 
 def native_factory(
-    env_id: str, env_kwargs: dict[str, Any] | None, wrapped: bool, known_only: bool = False, num_envs: int | None = None
+    env_id: str, env_kwargs: dict[str, Any] | None, wrapped: bool, num_envs: int, known_only: bool = False
 ) -> tuple[NativeFactory | None, str]:
     """How to make ``env_id``'s native vector env in SAME_STEP mode, or why it cannot be made.
 
@@ -244,9 +244,9 @@ def native_factory(
         env_id: A registered gymnasium id.
         env_kwargs: The env's keyword arguments.
         wrapped: Whether per-env wrappers were asked for (a native vector env has no per-env wrappers).
+        num_envs: The number of sub-envs to be made.
         known_only: Only CartPole's and ale-py's vector envs, whose SAME_STEP use lightrl knows (``"auto"``), and
-            CartPole's only from :data:`AUTO_NATIVE_CARTPOLE_MIN_ENVS` sub-envs (``num_envs``).
-        num_envs: The number of sub-envs to be made (None: any).
+            CartPole's only from :data:`AUTO_NATIVE_CARTPOLE_MIN_ENVS` sub-envs.
 
     Returns:
         ``(factory, "")``, the factory taking the number of sub-envs, or ``(None, reason)``.
@@ -269,7 +269,7 @@ def native_factory(
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
             return None, f"CartPoleVectorEnv does not take {unknown}"
-        if known_only and num_envs is not None and num_envs < AUTO_NATIVE_CARTPOLE_MIN_ENVS:
+        if known_only and num_envs < AUTO_NATIVE_CARTPOLE_MIN_ENVS:
             return None, f"fewer than {AUTO_NATIVE_CARTPOLE_MIN_ENVS} CartPole sub-envs step faster in a Python loop"
         params = {**spec.kwargs, "max_episode_steps": spec.max_episode_steps, **kwargs}
         return (lambda num_envs: SameStepCartPole(num_envs, **params)), ""

@@ -268,7 +268,7 @@ def make_vec_env(
             raise ValueError("env_wrappers do not apply to vectorization='envpool' (EnvPool's envs are C++); use 'sync' or 'async'.")
         return EnvPoolVectorEnv(env_id, num_envs, env_seeds(seed, num_envs, rank)[0], env_kwargs)
     if vectorization in ("auto", "native"):
-        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), known_only=vectorization == "auto", num_envs=num_envs)
+        factory, reason = native_factory(env_id, env_kwargs, bool(wrappers or env_wrappers), num_envs, known_only=vectorization == "auto")
         if factory is not None:
             return SeededVectorEnv(factory(num_envs), env_seeds(seed, num_envs, rank), env_id)
         if vectorization == "native":
