@@ -200,13 +200,13 @@ def test_ppo_minibatches_of_chunks_train_to_the_budget():
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_the_recipe_solves_cartpole_without_velocities_on_most_seeds():
-    """experiments/ppo_lstm_cartpole_novel.yaml, 100k steps, seeds 1-3. The issue asks >= 475 on 3 of 3; here seeds 2 and 3
-    reach 500 and seed 1 stays near 156 (docs/memory.md): the guard is 2 of 3 until the recipe is made more reliable."""
+def test_the_recipe_solves_cartpole_without_velocities_on_seeds_1_to_3():
+    """experiments/ppo_lstm_cartpole_novel.yaml, 100k steps: the issue's target, >= 475 on 3 of 3 seeds (docs/memory.md
+    has seeds 1-8)."""
     config = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "ppo_lstm_cartpole_novel.yaml").read_text())["model"]["init_args"]
     means = []
     for seed in (1, 2, 3):
         model = lightrl.PPO(**{**config, "seed": seed})
         fit(model)
         means.append(lightrl.evaluate(model, num_episodes=20, seed=1000)[0])
-    assert sum(mean >= 475 for mean in means) >= 2, means
+    assert all(mean >= 475 for mean in means), means
