@@ -9,18 +9,23 @@ from typing import Any, Iterable, Iterator
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from lightrl.compat import fused_adam
+
+#: Precision plugins under which lightrl clips gradients with :func:`clip_grad_norm_`; others clip with their own code.
+SELF_CLIPPING_PLUGINS = (Precision, MixedPrecision)
 
 
 def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
     """Adam with the fused kernel (the fastest on CPU and GPU) where Lightning allows it, else ``torch.optim.Adam``.
 
     A fused optimizer unscales inside its own ``step()``: with a grad scaler (``16-mixed``) Lightning would
-    not unscale before ``on_before_optimizer_step``, and under mixed precision it refuses to clip the
-    gradients of such an optimizer. There, and on other devices, the default implementation is used.
-    The update is the same Adam either way.
+    not unscale before ``on_before_optimizer_step``, and a precision plugin refuses to clip the gradients of
+    such an optimizer. lightrl clips them itself under the standard plugins (``32-true``, ``bf16-mixed``:
+    :func:`lightrl.algos.precision.clip_gradients`), so the fused kernel is used there, clipping or not; with
+    a grad scaler, with another plugin's clipping (FSDP, DeepSpeed), and on other devices the default
+    implementation is used. The update is the same Adam either way.
 
     Args:
         module: The LightningModule that owns the parameters (its Trainer decides).
@@ -33,8 +38,8 @@ def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> to
     except RuntimeError:  # not attached to a Trainer
         plugin = None
     scaler = getattr(plugin, "scaler", None)
-    amp_clipping = isinstance(plugin, MixedPrecision) and module.hparams.get("max_grad_norm") is not None
-    if scaler is None and not amp_clipping and module.device.type in ("cpu", "cuda"):
+    plugin_clipping = module.hparams.get("max_grad_norm") is not None and plugin is not None and type(plugin) not in SELF_CLIPPING_PLUGINS
+    if scaler is None and not plugin_clipping and module.device.type in ("cpu", "cuda"):
         return fused_adam(params, lr=lr, **kwargs)
     return torch.optim.Adam(params, lr=lr, **kwargs)
 

@@ -66,6 +66,9 @@ def test_bf16_mixed_trains_the_nature_cnn_on_cpu(algo):
     assert (True, torch.bfloat16) in dtypes  # the training forward ran in bf16
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in cnn.parameters())  # fp32 master weights
     assert any(not torch.equal(a, b) for a, b in zip(before, cnn.parameters()))  # and they were trained
+    if algo != "A2C":  # A2C's optimizer is RMSprop
+        # No grad scaler: Adam is fused, with PPO's clipping (max_grad_norm 0.5) too, which lightrl does itself.
+        assert all(group["fused"] for optimizer in model.trainer.optimizers for group in optimizer.param_groups)
 
 
 def attach_scaler(model: lightrl.RLModule, scaler: torch.amp.GradScaler) -> None:

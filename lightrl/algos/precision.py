@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from typing import Any, ContextManager, Iterator
 
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from torch import Tensor
 
 from lightrl.algos.resume import attached_trainer, fail_nonfinite
-from lightrl.optim import OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
+from lightrl.optim import SELF_CLIPPING_PLUGINS, OptimizerIteration, clip_grad_norm_, grad_scaler, scaler_iteration
 
 
 def acting_context(module: Any) -> ContextManager:
@@ -65,7 +64,7 @@ def clip_gradients(module: Any, optimizer: torch.optim.Optimizer, max_grad_norm:
     """
     if max_grad_norm is None:
         return
-    if type(module.trainer.precision_plugin) not in (Precision, MixedPrecision):  # e.g. FSDP: the plugin's own clipping
+    if type(module.trainer.precision_plugin) not in SELF_CLIPPING_PLUGINS:  # e.g. FSDP: the plugin's own clipping
         module.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
         return
     for group in optimizer.param_groups:
