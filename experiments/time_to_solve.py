@@ -9,6 +9,7 @@ of training, and the env steps used; then the median over seeds. Runners alterna
     python experiments/time_to_solve.py --runners lightrl cleanrl --seeds 1 2 3 --eval-every 2048
     python experiments/time_to_solve.py --env acrobot                   # Acrobot: lightrl, sb3
     python experiments/time_to_solve.py --runners lightrl --lightrl-config my_recipe.yaml   # race another recipe
+    python experiments/time_to_solve.py --plot docs/benchmarks           # also write race_<env>.json and .png there
 
 CartPole-v1, threshold 475:
 - ``lightrl``: ``experiments/ppo_cartpole_fast.yaml``;
@@ -234,6 +235,29 @@ def cleanrl_ppo(seed: int, race: Race, num_envs: int = 4, num_steps: int = 128, 
 RUNNERS = {"lightrl": run_lightrl, "sb3": run_sb3, "cleanrl": cleanrl_ppo}
 
 
+def plot_race(path: Path, results: dict[str, list[dict]]) -> None:
+    """The share of seeds solved against the wall clock, from ``fit`` start and from process start, per runner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, key, label in zip(axes, ("fit_seconds", "process_seconds"), ("from `fit` start", "from process start")):
+        end = max(r[key] for runs in results.values() for r in runs)
+        for runner, runs in results.items():
+            times = sorted(r[key] for r in runs if r["solved"])
+            shares = np.arange(len(times) + 1) / len(runs)
+            ax.step([0.0, *times, end], [*shares, shares[-1]], where="post", label=runner)
+        ax.set_xlabel(f"wall seconds {label}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of seeds solved")
+    axes[0].legend()
+    fig.suptitle(f"{RACE['env_id']}: eval >= {RACE['threshold']:.0f}, {len(next(iter(results.values())))} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def worker(runner: str, seed: int, eval_every: int, budget: int) -> None:
     import torch
 
@@ -253,6 +277,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4096, help="env steps between evaluations (default 4096)")
     parser.add_argument("--budget", type=int, default=200_000, help="env steps after which a run gives up")
     parser.add_argument("--lightrl-config", help="a config file for the lightrl runner, instead of the race's recipe")
+    parser.add_argument("--plot", type=Path, metavar="DIR", help="write race_<env>.json (every run) and race_<env>.png to DIR")
     parser.add_argument("--worker", nargs=2, metavar=("RUNNER", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     global RACE
@@ -283,6 +308,11 @@ def main() -> None:
     for runner, runs in results.items():
         print(f"{runner:<8} {sum(r['solved'] for r in runs):>4}/{len(runs):<2} {statistics.median(r['fit_seconds'] for r in runs):7.2f} "
               f"{statistics.median(r['process_seconds'] for r in runs):10.2f} {statistics.median(r['env_steps'] for r in runs):10.0f}")
+    if args.plot:
+        args.plot.mkdir(parents=True, exist_ok=True)
+        (args.plot / f"race_{args.env}.json").write_text(json.dumps(results, indent=1))
+        plot_race(args.plot / f"race_{args.env}.png", results)
+        print(f"wrote {args.plot / f'race_{args.env}.json'} and .png")
 
 
 if __name__ == "__main__":
