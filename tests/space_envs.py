@@ -14,6 +14,7 @@ IMAGE_DICT_ID = "lightrl-test/ImageAndVector-v0"
 GOAL_BOX_ID = "lightrl-test/GoalBox-v0"
 GRID_OBS_ID = "lightrl-test/TinyLakeGrid-v0"
 BITS_OBS_ID = "lightrl-test/CopyBits-v0"
+SQUARE_SIDE_ID = "lightrl-test/SquareSide-v0"
 
 
 class GoalDict(gym.Env):
@@ -167,6 +168,31 @@ class ImageAndVector(gym.Env):
         return self.observation_space.sample(), float(action), False, self.t >= 10, {}
 
 
+class SquareSide(gym.Env):
+    """Frames of 2x36x36 pixels with a bright square in the left or the right half: reward 1 for the action naming the
+    side (0 left, 1 right), 8 steps an episode. Only a policy that reads the pixels beats chance (4 of 8)."""
+
+    observation_space = spaces.Box(0, 255, (2, 36, 36), np.uint8)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._new_frame(), {}
+
+    def _new_frame(self):
+        self.side = int(self.np_random.integers(2))
+        frame = self.np_random.integers(0, 40, self.observation_space.shape, dtype=np.uint8)
+        row, col = self.np_random.integers(4, 24), self.np_random.integers(2, 8) + 18 * self.side
+        frame[:, row : row + 8, col : col + 8] = 255
+        return frame
+
+    def step(self, action):
+        reward = float(int(action) == self.side)
+        self.t += 1
+        return self._new_frame(), reward, self.t >= 8, False, {}
+
+
 class GoalBox(gym.Env):
     """Goal-conditioned continuous control: move a point on [-1, 1] to a goal, seen as a Dict of two Boxes.
 
@@ -204,6 +230,7 @@ for _id, _cls, _steps in [
     (GOAL_BOX_ID, GoalBox, None),
     (GRID_OBS_ID, TinyLakeGrid, 10),
     (BITS_OBS_ID, CopyBits, None),
+    (SQUARE_SIDE_ID, SquareSide, None),
 ]:
     if _id not in gym.registry:
         gym.register(_id, entry_point=_cls, max_episode_steps=_steps)

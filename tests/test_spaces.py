@@ -58,8 +58,9 @@ def spaces_env(observation_space: spaces.Space = BOX, action_space: spaces.Space
         (spaces.MultiDiscrete([[2, 2], [3, 3]]), r"[\s\S]*: MultiDiscrete observations must be 1-D\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
         (spaces.Dict({"a": BOX, "b": spaces.Tuple([BOX])}), r"its part 'b'; it supports Box, Discrete, MultiDiscrete, MultiBinary\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
         (spaces.Box(-1, 1, (2, 3), np.float32), r"Box observations must be flat vectors or images shaped \(C, H, W\)\. Wrap the env with gymnasium\.wrappers\.FlattenObservation"),
+        (spaces.Box(0, 255, (3, 20, 40), np.uint8), r": images must be at least 36x36 pixels \(the Nature-CNN's smallest input\), got 20x40\. Enlarge them with a gymnasium\.ObservationWrapper"),
     ],
-    ids=["tuple", "nested-dict", "text", "sequence", "graph", "2d-multidiscrete", "dict-with-tuple", "2d-box"],
+    ids=["tuple", "nested-dict", "text", "sequence", "graph", "2d-multidiscrete", "dict-with-tuple", "2d-box", "small-image"],
 )
 @pytest.mark.parametrize("algo", ["PPO", "DQN"])
 def test_unsupported_observation_spaces_are_refused_naming_the_algorithm_space_and_wrapper(algo, space, message):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from lightrl.nn.cnn import MIN_IMAGE_SIZE
 from lightrl.nn.encoders import is_image_space
 
 #: What turns an observation space lightrl does not take into one it does.
@@ -83,6 +84,11 @@ def check_part(what: str, space: spaces.Space, allowed: tuple[type[spaces.Space]
     if is_image_space(space):
         if not images:
             raise ValueError(f"{what}: it takes no image observations; use PPO, A2C or DQN for images, or {FLATTEN_HINT[0].lower()}{FLATTEN_HINT[1:]}")
+        if min(space.shape[1:]) < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"{what}: images must be at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels (the Nature-CNN's smallest input), "
+                f"got {space.shape[1]}x{space.shape[2]}. Enlarge them with a gymnasium.ObservationWrapper, or {FLATTEN_HINT[0].lower()}{FLATTEN_HINT[1:]}"
+            )
         return
     if len(space.shape) == 1 or (images and len(space.shape) == 3):
         return

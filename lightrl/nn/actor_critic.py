@@ -45,7 +45,7 @@ class ActorCritic(nn.Module):
         action_dim = D.action_dim(action_space)
         encoder = observation_encoder(observation_space)
         if is_image_space(observation_space):
-            self.encoder: nn.Module = NatureCNN(observation_space.shape[0])
+            self.encoder: nn.Module = NatureCNN(observation_space.shape[0], image_size=observation_space.shape[1:])
             self.actor = layer_init(nn.Linear(self.encoder.out_features, action_dim), std=0.01)
             self.critic = layer_init(nn.Linear(self.encoder.out_features, 1), std=1.0)
         else:

@@ -8,6 +8,10 @@ from torch import nn
 from lightrl.nn.mlp import layer_init
 
 
+#: The smallest frame height and width the Nature-CNN's three convolutions take.
+MIN_IMAGE_SIZE = 36
+
+
 class NatureCNN(nn.Module):
     """Three conv layers and a linear layer, from stacked frames to a feature vector.
 
