@@ -15,6 +15,7 @@ stall without pressing FIRE.
     python experiments/benchmark.py --rows ppo_cleanrl --compare normalize  # normalize_obs=False vs True
     python experiments/benchmark.py --rows ppo_atari --compare precision    # 32-true vs bf16-mixed (CPU: AMX/AVX-512 BF16)
     python experiments/benchmark.py --rows ppo_atari --compare vectorization  # "auto" (native vector env) vs "sync"
+    python experiments/benchmark.py --rows ppo_atari --compare fastest      # bf16 on the native env vs 32-true on "sync"
     python experiments/benchmark.py --rows ppo_lstm_novel                  # LSTM vs sb3-contrib RecurrentPPO (CartPoleNoVel)
     python experiments/benchmark.py --rows ppo_lstm_novel --compare memory  # the same recipe with the LSTM vs without (MLP)
     python experiments/benchmark.py --gpu                 # PPO Atari on CUDA: precisions x eager/compiled
@@ -130,9 +131,12 @@ ROWS = {
     },
 }
 DEFAULT_ROWS = ["ppo_cleanrl", "ppo_zoo", "dqn_zoo", "sac_pendulum", "td3_pendulum", "ppo_halfcheetah", "ppo_atari", "ppo_masked_taxi"]
-#: What ``--compare`` sets against lightrl's default run (library A).
-COMPARISONS = {"sb3": "sb3", "timing": "lightrl-notiming", "compile": "lightrl-compile", "normalize": "lightrl-normalize",
-               "precision": "lightrl-bf16", "vectorization": "lightrl-sync", "memory": "lightrl-mlp"}
+#: The two runs ``--compare`` sets against each other (A, B): mostly lightrl's default run against a variant.
+COMPARISONS = {"sb3": ("lightrl", "sb3"), "timing": ("lightrl", "lightrl-notiming"), "compile": ("lightrl", "lightrl-compile"),
+               "normalize": ("lightrl", "lightrl-normalize"), "precision": ("lightrl", "lightrl-bf16"),
+               "vectorization": ("lightrl", "lightrl-sync"), "memory": ("lightrl", "lightrl-mlp"),
+               # the speed issue's Atari yardstick: bf16-mixed on the default (native) env against the Python preset at 32-true
+               "fastest": ("lightrl-bf16", "lightrl-sync")}  # fmt: skip
 GPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
@@ -636,8 +640,8 @@ def main() -> None:
                         help="torch intra-op threads of every run, both libraries (0: torch's default); the networks are "
                              "tiny, and on a small shared machine extra threads only spin against each other")
     parser.add_argument("--compare", choices=list(COMPARISONS), default="sb3",
-                        help="library B: SB3 (default), lightrl with the time/* breakdown off, lightrl with compile=True, "
-                             "or lightrl with normalize_obs=True")
+                        help="the runs set against each other (COMPARISONS): lightrl against SB3 (default) or against one of "
+                             "its variants (time/* breakdown off, compile=True, normalize_obs=True, ...)")
     parser.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write learning curves and an SPS chart here")
     parser.add_argument("--gpu", action="store_true", help="only the GPU rows (PPO Atari, precisions x eager/compiled)")
     parser.add_argument("--ddp", action="store_true", help="report total SPS of 1 vs 2 DDP processes instead")
@@ -664,7 +668,7 @@ def main() -> None:
         return
 
     memory_report()
-    libraries = ("lightrl", COMPARISONS[args.compare])
+    libraries = COMPARISONS[args.compare]
     print(f"torch threads per run: {args.threads or 'default'}")
     print(f"{'row':<38} {'library':<17} {'SPS min':>8} {'median':>8} {'max':>8} {'return (median)':>16}")
     for row_name in args.rows:
