@@ -17,8 +17,8 @@ CartPole-v1, threshold 475:
 - ``cleanrl``: :func:`cleanrl_ppo`, a CleanRL-style single-file PPO written for this race (CleanRL's
   ``ppo.py`` hyperparameters) on gymnasium's ``SyncVectorEnv``.
 
-Acrobot-v1, threshold -100: lightrl and SB3, both with the RL-zoo recipe (``normalize: true``, 16 envs,
-256 steps, GAE 0.94, 4 epochs of minibatches of 64, no entropy bonus).
+Acrobot-v1, threshold -100: lightrl and SB3, both with the RL-zoo recipe (``normalize: true``: observations and
+rewards, 16 envs, 256 steps, GAE 0.94, 4 epochs of minibatches of 64, no entropy bonus) and SB3's other defaults.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ RACES = {
     "cartpole": {"env_id": "CartPole-v1", "threshold": 475.0, "lightrl": "ppo_cartpole_fast.yaml", "sb3": "ppo_zoo",
                  "runners": ("lightrl", "sb3", "cleanrl")},
     "acrobot": {"env_id": "Acrobot-v1", "threshold": -100.0,
+                # SB3's defaults where the zoo sets nothing: VecNormalize scales rewards too, a constant learning rate of 3e-4,
+                # an unclipped value loss
                 "lightrl": dict(num_envs=16, num_steps=256, gamma=0.99, gae_lambda=0.94, update_epochs=4, num_minibatches=64,
-                                ent_coef=0.0, normalize_obs=True, hidden_sizes=[64, 64]),
+                                ent_coef=0.0, normalize_obs=True, normalize_reward=True, learning_rate=3e-4, anneal_lr=False, clip_vloss=False,
+                                hidden_sizes=[64, 64]),
                 "sb3": (dict(n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0), 16),
                 "runners": ("lightrl", "sb3")},
 }  # fmt: skip
