@@ -24,7 +24,7 @@ def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> to
     not unscale before ``on_before_optimizer_step``, and a precision plugin refuses to clip the gradients of
     such an optimizer. lightrl clips them itself under the standard plugins (``32-true``, ``bf16-mixed``:
     :func:`lightrl.algos.precision.clip_gradients`), so the fused kernel is used there, clipping or not; with
-    a grad scaler, with another plugin's clipping (FSDP, DeepSpeed), and on other devices the default
+    a grad scaler, with a subclass of ``MixedPrecision`` that clips, and on other devices the default
     implementation is used. The update is the same Adam either way.
 
     Args:
@@ -38,8 +38,9 @@ def adam(module: L.LightningModule, params: Any, lr: float, **kwargs: Any) -> to
     except RuntimeError:  # not attached to a Trainer
         plugin = None
     scaler = getattr(plugin, "scaler", None)
-    plugin_clipping = module.hparams.get("max_grad_norm") is not None and plugin is not None and type(plugin) not in SELF_CLIPPING_PLUGINS
-    if scaler is None and not plugin_clipping and module.device.type in ("cpu", "cuda"):
+    # Lightning's MixedPrecision.clip_gradients refuses a fused optimizer; lightrl calls it only for subclasses.
+    amp_clipping = isinstance(plugin, MixedPrecision) and type(plugin) not in SELF_CLIPPING_PLUGINS and module.hparams.get("max_grad_norm") is not None
+    if scaler is None and not amp_clipping and module.device.type in ("cpu", "cuda"):
         return fused_adam(params, lr=lr, **kwargs)
     return torch.optim.Adam(params, lr=lr, **kwargs)
 
