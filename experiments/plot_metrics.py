@@ -1,7 +1,7 @@
 """Plot a CSVLogger run's training return against env steps and wall time.
 
     lightrl fit --config experiments/dqn_pong.yaml --trainer.logger CSVLogger --trainer.logger.save_dir runs/pong
-    python experiments/plot_metrics.py runs/pong/lightning_logs/version_0/metrics.csv docs/benchmarks/dqn_pong.png
+    python experiments/plot_metrics.py runs/pong/version_0/metrics.csv docs/benchmarks/dqn_pong.png
 
 ``charts/episodic_return`` is the mean return of the episodes that ended since the previous logged step; the
 wall time of a row is ``env_steps / charts/SPS`` (the run's mean speed up to that step). The thick line is the
