@@ -45,8 +45,22 @@ class NatureCNN(nn.Module):
         with torch.no_grad():
             n_flatten = self.convs(torch.zeros(1, in_channels, *image_size)).shape[1]
         self.linear = nn.Sequential(layer_init(nn.Linear(n_flatten, features_dim)), nn.ReLU())
+        self.convs.to(memory_format=torch.channels_last)  # oneDNN's fastest layout on CPU (see scale_pixels)
         self.out_features = features_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``(B, features_dim)`` of frames ``(B, C, H, W)`` with pixel values in [0, 255]."""
-        return self.linear(self.convs(x.float() / 255.0))
+        return self.linear(self.convs(scale_pixels(x)))
+
+
+def scale_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Pixel values in [0, 255] scaled to [0, 1], in the dtype and layout the convolutions compute in, in one copy.
+
+    The dtype is the autocast dtype under autocast (``bf16-mixed``, ``16-mixed``), so the frames are converted
+    once, straight from ``uint8``, rather than to float32 and again by the first convolution. The layout is
+    channels-last (NHWC), which the Nature-CNN's weights also use: on CPU, oneDNN's convolutions skip their
+    layout reorders then. Always a new tensor.
+    """
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+    return x.to(dtype, memory_format=torch.channels_last, copy=True).div_(255.0)
