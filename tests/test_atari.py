@@ -205,6 +205,30 @@ def test_native_atari_is_the_default_with_the_preset():
 
 
 @requires_ale
+def test_ale_threading_kwargs_reach_the_vector_env_and_skip_single_envs(monkeypatch):
+    """``num_threads`` and ``thread_affinity_offset`` are AtariVectorEnv's; the space probe, evaluation and "sync"
+    envs share ``env_kwargs`` with it and leave them out (gym.make's AtariEnv would refuse them)."""
+    from ale_py import vector_env
+
+    import lightrl
+    from lightrl.envs import make_vec_env
+
+    given = []
+    original = vector_env.AtariVectorEnv.__init__
+    monkeypatch.setattr(vector_env.AtariVectorEnv, "__init__", lambda self, *a, **kw: given.append(kw) or original(self, *a, **kw))
+    kwargs = {"num_threads": 1, "thread_affinity_offset": -1}
+    model = lightrl.PPO("ALE/Breakout-v5", num_envs=2, env_kwargs=kwargs)  # probes one Python-preset env
+    assert model.observation_space.shape == (4, 84, 84)
+    native = make_vec_env("ALE/Breakout-v5", 2, env_kwargs=kwargs)
+    native.close()
+    assert given[-1]["num_threads"] == 1 and given[-1]["thread_affinity_offset"] == -1
+    sync = make_vec_env("ALE/Breakout-v5", 2, vectorization="sync", env_kwargs=kwargs)
+    assert sync.reset(seed=1)[0].shape == (2, 4, 84, 84)
+    sync.close()
+    assert make_atari_env("ALE/Breakout-v5", **kwargs).reset(seed=1)[0].shape == (4, 84, 84)
+
+
+@requires_ale
 @pytest.mark.parametrize("game, env_id", [("breakout", "ALE/Breakout-v5"), ("pong", "ALE/Pong-v5")])
 def test_native_atari_frames_match_the_python_preset(monkeypatch, game, env_id):
     """Same frames (within OpenCV's rounding), rewards and terminations for the same actions, resets aside.

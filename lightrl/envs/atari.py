@@ -20,6 +20,9 @@ FRAME_STACK = 4
 
 #: ``gym.make`` arguments the preset fixes itself: frame skipping and grayscale are done here.
 _FIXED_KWARGS = {"frameskip": 1, "obs_type": "grayscale"}
+#: ale-py's ``AtariVectorEnv`` threading arguments. A single env ignores them: the envs made here (the space
+#: probe, evaluation, ``vectorization="sync"``) share ``env_kwargs`` with the vector env.
+VECTOR_ONLY_KWARGS = ("num_threads", "thread_affinity_offset")
 
 _INSTALL_HINT = "Atari environments need ale-py: run `pip install lightrl[atari]` (or `pip install ale-py`)."
 
@@ -78,7 +81,8 @@ def make_atari_env(env_id: str, **env_kwargs: Any) -> gym.Env:
 
     Args:
         env_id: An id registered by ale_py, e.g. ``"ALE/Pong-v5"`` or ``"BreakoutNoFrameskip-v4"``.
-        **env_kwargs: Further keyword arguments for ``gym.make``, e.g. ``render_mode="rgb_array"``.
+        **env_kwargs: Further keyword arguments for ``gym.make``, e.g. ``render_mode="rgb_array"``; those of
+            :data:`VECTOR_ONLY_KWARGS` (ale-py's vector env's threads) are ignored.
 
     Raises:
         ImportError: if ale-py is not installed.
@@ -99,6 +103,7 @@ def make_atari_env(env_id: str, **env_kwargs: Any) -> gym.Env:
                 f"make_atari_env sets {key}={value!r} itself (its wrappers do that part of the preprocessing), "
                 f"got {key}={env_kwargs[key]!r}. Use gym.make directly for a different setup."
             )
+    env_kwargs = {key: value for key, value in env_kwargs.items() if key not in VECTOR_ONLY_KWARGS}
     env = gym.make(env_id, **{"repeat_action_probability": 0.0, **env_kwargs, **_FIXED_KWARGS})
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env = NoopReset(env, noop_max=NOOP_MAX)
