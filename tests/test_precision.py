@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lightrl
-from lightrl.algos.precision import optimizer_iteration
+from lightrl.algos.precision import cached_autocast, optimizer_iteration
 from lightrl.nn.cnn import NatureCNN
 from space_envs import SQUARE_SIDE_ID
 
@@ -92,6 +92,27 @@ def test_bf16_mixed_trains_the_nature_cnn_on_cpu(algo):
     if algo != "A2C":  # A2C's optimizer is RMSprop
         # No grad scaler: Adam is fused, with PPO's clipping (max_grad_norm 0.5) too, which lightrl does itself.
         assert all(group["fused"] for optimizer in model.trainer.optimizers for group in optimizer.param_groups)
+
+
+def test_acting_autocast_casts_each_weight_once_and_forgets_the_casts_on_exit():
+    """Acting under bf16-mixed (cached_autocast) casts a weight once per context, not once per forward, and no cast
+    outlives the context, even nested in an autocast without a cache (Lightning's training_step): after an
+    optimizer step the next rollout acts with the new weights."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):  # Lightning's training context
+        with torch.no_grad(), cached_autocast("cpu", torch.bfloat16), profile() as prof:
+            linear(x), linear(x)
+        # weight, bias and input for the first forward; only the input for the second
+        assert sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy") == 4
+        with torch.no_grad():
+            linear.weight.mul_(2.0)  # an optimizer step
+            with cached_autocast("cpu", torch.bfloat16):
+                after = linear(x)
+            expected = linear(x)  # the outer autocast casts afresh
+    assert after.dtype == torch.bfloat16 and torch.equal(after, expected)
 
 
 def attach_scaler(model: lightrl.RLModule, scaler: torch.amp.GradScaler) -> None:

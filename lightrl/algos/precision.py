@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, ContextManager, Iterator
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from lightrl.algos.resume import attached_trainer, fail_nonfinite
@@ -20,11 +21,29 @@ from lightrl.optim import SELF_CLIPPING_PLUGINS, OptimizerIteration, clip_grad_n
 
 
 def acting_context(module: Any) -> ContextManager:
-    """The Trainer's precision context, so that acting runs in the same precision as training (none without a Trainer)."""
+    """The Trainer's precision context, so that acting runs in the same precision as training (none without a Trainer).
+
+    Under ``bf16-mixed`` and ``16-mixed`` it is the plugin's autocast with its weight-cast cache on (Lightning
+    turns it off for training): a rollout casts each weight once instead of once per vector step.
+    """
     trainer = attached_trainer(module)
     if trainer is None:
         return torch.autocast("cpu", enabled=False)
-    return trainer.precision_plugin.forward_context()
+    plugin = trainer.precision_plugin
+    if type(plugin) is MixedPrecision:
+        return cached_autocast(plugin.device, torch.bfloat16 if plugin.precision == "bf16-mixed" else torch.half)
+    return plugin.forward_context()
+
+
+@contextmanager
+def cached_autocast(device: str, dtype: torch.dtype) -> Iterator[None]:
+    """``torch.autocast`` with the cast cache, emptied on exit even when nested in another autocast (whose exit
+    would not empty it), so that no cast outlives an optimizer step. For acting only: nothing steps inside."""
+    try:
+        with torch.autocast(device, dtype=dtype, cache_enabled=True):
+            yield
+    finally:
+        torch.clear_autocast_cache()
 
 
 @contextmanager
