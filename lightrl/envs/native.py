@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
-from lightrl.envs.atari import FRAME_SKIP, FRAME_STACK, NOOP_MAX, SCREEN_SIZE, is_atari
+from lightrl.envs.atari import FRAME_SKIP, FRAME_STACK, NOOP_MAX, SCREEN_SIZE, VECTOR_ONLY_KWARGS, is_atari
 from lightrl.envs.autoreset import AUTORESET_MODE, EpisodeCounter, same_step_info
 
 NativeFactory = Callable[[int], gym.vector.VectorEnv]
@@ -98,7 +98,7 @@ ATARI_PRESET = {
     "reward_clipping": False, "autoreset_mode": AUTORESET_MODE, "batch_size": 0,
 }  # fmt: skip
 #: ``AtariVectorEnv`` arguments a user may set through ``env_kwargs``.
-ATARI_USER_KWARGS = ("repeat_action_probability", "full_action_space", "max_num_frames_per_episode", "num_threads", "thread_affinity_offset")
+ATARI_USER_KWARGS = ("repeat_action_probability", "full_action_space", "max_num_frames_per_episode", *VECTOR_ONLY_KWARGS)
 
 
 class AtariVector(gym.vector.VectorEnv):
