@@ -234,6 +234,10 @@ def test_index_split_takes_the_same_samples_of_every_part():
     minibatches = index_split(obs, perm, 4)
     assert [mb["a"].tolist() for mb in minibatches] == [[5, 0, 3, 1], [4, 2]]
     assert [mb["b"].tolist() for mb in minibatches] == [[50.0, 0.0, 30.0, 10.0], [40.0, 20.0]]
+    frames = torch.arange(6 * 2 * 3, dtype=torch.uint8).view(6, 2, 3)  # whole rows of image-like samples
+    first, second = index_split(frames, perm, 4)
+    assert first.tolist() == [frames[5].tolist(), frames[0].tolist(), frames[3].tolist(), frames[1].tolist()]
+    assert second.tolist() == [frames[4].tolist(), frames[2].tolist()] and second.dtype == torch.uint8
 
 
 class DictCounting(gym.Env):

@@ -69,10 +69,14 @@ def stack_obs(observations: list[Observations]) -> Observations:
 
 
 def index_split(obs: Observations, index: Tensor, size: int) -> list[Observations] | tuple[Tensor, ...]:
-    """``obs[index].split(size)``: the minibatches of a shuffled batch, as tensors or as dicts of tensors."""
+    """``obs[index].split(size)``: the minibatches of a shuffled batch, as tensors or as dicts of tensors.
+
+    Gathers with ``index_select``, which copies whole rows: ``obs[index]`` goes element by element on a CPU, about
+    ten times slower for a rollout of image frames.
+    """
     if not isinstance(obs, dict):
-        return obs[index].split(size)
-    parts = {key: value[index].split(size) for key, value in obs.items()}
+        return obs.index_select(0, index).split(size)
+    parts = {key: value.index_select(0, index).split(size) for key, value in obs.items()}
     return [dict(zip(parts, chunk)) for chunk in zip(*parts.values())]
 
 
