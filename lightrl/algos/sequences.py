@@ -60,4 +60,4 @@ def sequence_minibatches(agent: RecurrentActorCritic, batch: dict[str, Tensor], 
 def of_sequences(x: Tensor, num_sequences: int, chosen: Tensor) -> Tensor:
     """The samples of sequences ``chosen`` in a flat time-major field ``[steps * num_sequences, ...]``, flat again."""
     steps = x.shape[0] // num_sequences
-    return x.reshape(steps, num_sequences, *x.shape[1:])[:, chosen].reshape(steps * len(chosen), *x.shape[1:])
+    return x.reshape(steps, num_sequences, *x.shape[1:]).index_select(1, chosen).reshape(steps * len(chosen), *x.shape[1:])
