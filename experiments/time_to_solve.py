@@ -12,7 +12,7 @@ of training, and the env steps used; then the median over seeds. Runners alterna
     python experiments/time_to_solve.py --plot docs/benchmarks           # also write race_<env>.json and .png there
 
 CartPole-v1, threshold 475:
-- ``lightrl``: ``experiments/ppo_cartpole_fast.yaml``;
+- ``lightrl``: ``experiments/ppo_cartpole_fast.yaml`` (found by ``race_search.py``);
 - ``sb3``: Stable-Baselines3's PPO with the RL-zoo recipe (``benchmark.py``'s ``ppo_zoo`` row);
 - ``cleanrl``: :func:`cleanrl_ppo`, a CleanRL-style single-file PPO written for this race (CleanRL's
   ``ppo.py`` hyperparameters) on gymnasium's ``SyncVectorEnv``.
