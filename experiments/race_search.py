@@ -1,18 +1,20 @@
-"""Search PPO's hyperparameters for the CartPole race of ``time_to_solve.py``: the shortest median ``fit`` time.
+"""Search PPO's hyperparameters for the CartPole race of ``time_to_solve.py``: the shortest time to solve.
 
 Each trial races one recipe in this process, under the race's rule (10 deterministic episodes every 4,096 env
 steps, stop at 475), on seeds apart from the race's own (101-116), so that the race on seeds 1-5 measures a
 recipe that was not fitted to them. The objective is the mean ``fit`` seconds over the seeds, where a seed not
 solved within ``--cap`` env steps counts twice its time: a recipe that is fast on most seeds but fails some
-scores worse than a steady one (a median over few seeds rewarded luck). The search space is a ``lightrl tune`` file (docs/tune.md) over
-the base recipe's hyperparameters; the study lives in SQLite, so that one process per core can share it.
+scores worse than a steady one (a median over few seeds rewarded luck). The search space is a ``lightrl tune``
+file (docs/tune.md) over the base recipe's hyperparameters; the study lives in SQLite, so that one process per
+core can share it.
 
-    python experiments/race_search.py --timeout 2700 --storage sqlite:///runs/race.db &    # one per core
-    python experiments/race_search.py --timeout 2700 --storage sqlite:///runs/race.db
-    python experiments/race_search.py --storage sqlite:///runs/race.db --validate 8 --seeds $(seq 201 216)
+    python experiments/race_search.py --timeout 1500 --storage sqlite:///runs/race.db --sampler-seed 1 &  # one per core
+    python experiments/race_search.py --timeout 1500 --storage sqlite:///runs/race.db --sampler-seed 2
+    python experiments/race_search.py --storage sqlite:///runs/race.db --validate 6 --seeds $(seq 201 216)
 
-``--validate K`` races the K best trials again on other seeds, one after another, and prints each one's mean and
-median ``fit`` seconds (as the objective counts them), seeds solved and median env steps: pick from those figures, not from the search's own.
+``--validate K`` races the K best trials again on other seeds, one after another, and prints each one's mean
+and median ``fit`` seconds (as the objective counts them), seeds solved and median env steps: pick from those
+figures, not from the search's own.
 """
 
 from __future__ import annotations

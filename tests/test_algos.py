@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -29,6 +30,13 @@ def fit(model: lightrl.RLModule) -> L.Trainer:
     trainer = make_trainer()
     trainer.fit(model)
     return trainer
+
+
+def recipe(name: str) -> dict:
+    """The ``init_args`` of an experiments/ config."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parents[1] / "experiments" / name).read_text())["model"]["init_args"]
 
 
 def parameters(model: lightrl.RLModule) -> dict[str, torch.Tensor]:
@@ -209,11 +217,7 @@ def test_ppo_solves_cartpole_zoo_budget():
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_throughput_recipe_still_solves_cartpole(seed):
     """experiments/ppo_cartpole_throughput.yaml (256 native sub-envs, 1M steps): eval >= 475 at the end of its budget."""
-    import yaml
-    from pathlib import Path
-
-    config = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "ppo_cartpole_throughput.yaml").read_text())["model"]["init_args"]
-    model = lightrl.PPO(**{**config, "seed": seed})
+    model = lightrl.PPO(**{**recipe("ppo_cartpole_throughput.yaml"), "seed": seed})
     fit(model)
     assert model.env_steps >= 1_000_000
     mean, std = lightrl.evaluate(model, num_episodes=10, seed=1000)
@@ -226,13 +230,9 @@ def test_the_race_recipe_solves_cartpole_within_32k_steps(seed):
 
     The seeds are the race's. On seeds 1-10 this way, 9 solved in 20k-37k env steps; seed 8 had not at 100k (docs/benchmarks.md).
     """
-    import yaml
-    from pathlib import Path
-
     from lightning.pytorch.callbacks import EarlyStopping
 
-    config = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "ppo_cartpole_fast.yaml").read_text())["model"]["init_args"]
-    model = lightrl.PPO(**{**config, "seed": seed, "timesteps_per_epoch": 4096})  # the recipe's budget of 100k: stopped early
+    model = lightrl.PPO(**{**recipe("ppo_cartpole_fast.yaml"), "seed": seed, "timesteps_per_epoch": 4096})  # the recipe's budget of 100k: stopped early
     stop = EarlyStopping(monitor="eval/return_mean", mode="max", stopping_threshold=475, patience=1000)
     trainer = L.Trainer(max_epochs=-1, callbacks=[stop], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
