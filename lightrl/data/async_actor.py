@@ -291,6 +291,9 @@ def actor_main(spec, source, shared, version, credits, queue, stop, env_steps, r
         put(("error", (type(err).__name__, str(err)), traceback.format_exc()))
         wait_for_stop(timeout=30)
     finally:
-        queue.cancel_join_thread()
+        # With the learner alive, its shutdown() drains the queue: flush the last message before exiting, since one
+        # cut off mid-write would leave the learner blocked reading the rest. With the learner gone, nobody reads.
+        if os.getppid() != parent:
+            queue.cancel_join_thread()
         if collector is not None:
             collector.close()
