@@ -72,7 +72,7 @@ def main() -> None:
 
     from lightrl import PPO
     from lightrl.cli import model_options
-    from lightrl.tune import parse_search_space, read_search_space, sample
+    from lightrl.tune import decoded_params, parse_search_space, read_search_space, sample
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(EXPERIMENTS / "ppo_cartpole_fast.yaml"), help="the base recipe")
@@ -103,7 +103,7 @@ def main() -> None:
     if args.validate:
         done = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value)[: args.validate]
         for trial in done:
-            values = {d.path: d.decode(trial.params[d.path]) for d in dimensions}
+            values = decoded_params(trial.params, dimensions)
             results = race_recipe(recipe(values), args.seeds, args.cap)
             seconds = objective_seconds(results)
             print(f"trial {trial.number} (search {trial.value:.2f} s): mean {statistics.mean(seconds):.2f} s, median {statistics.median(seconds):.2f} s, "
