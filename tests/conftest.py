@@ -1,14 +1,17 @@
-"""Small registered envs whose every step is known in advance, for exact assertions on rollouts."""
+"""Small registered envs whose every step is known in advance, for exact assertions on rollouts, and a loader for
+the experiments/ configs that tests train."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from gymnasium import spaces
 
 # One intra-op thread: the test machine has 2 cores shared by several processes, and with 2 threads each
@@ -29,6 +32,18 @@ MAX_EPISODE_STEPS = 4
 #: Episode return and length of each kind: the reward of step k is k.
 EVEN_EPISODE = (1.0 + 2.0 + 3.0, 3)
 ODD_EPISODE = (1.0 + 2.0 + 3.0 + 4.0, 4)
+
+EXPERIMENTS = Path(__file__).parents[1] / "experiments"
+
+
+def experiment_config(name: str) -> dict:
+    """An experiments/ config as the CLI reads it: a dict with its ``model`` and ``trainer`` sections."""
+    return yaml.safe_load((EXPERIMENTS / name).read_text())
+
+
+def recipe(name: str) -> dict:
+    """The model ``init_args`` of an experiments/ config."""
+    return experiment_config(name)["model"]["init_args"]
 
 
 class CountingEnv(gym.Env):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE
+from conftest import COUNTING_ID, EVEN_EPISODE, ODD_EPISODE, recipe
 
 import lightrl
 from lightrl.nn.cnn import NatureCNN
@@ -30,13 +29,6 @@ def fit(model: lightrl.RLModule) -> L.Trainer:
     trainer = make_trainer()
     trainer.fit(model)
     return trainer
-
-
-def recipe(name: str) -> dict:
-    """The ``init_args`` of an experiments/ config."""
-    import yaml
-
-    return yaml.safe_load((Path(__file__).parents[1] / "experiments" / name).read_text())["model"]["init_args"]
 
 
 def parameters(model: lightrl.RLModule) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -15,7 +14,7 @@ from lightrl import DQN, SAC, TD3
 from lightrl.data.collector import CollectorSpec
 from lightrl.policies.q_learning import linear_schedule
 
-from conftest import COUNTING_ID
+from conftest import COUNTING_ID, experiment_config
 
 requires_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py (lightrl[atari])")
 
@@ -561,15 +560,9 @@ def test_td3_learns_pendulum_on_a_small_budget():
     assert mean_return >= -700
 
 
-def load_config(name: str) -> dict:
-    import yaml
-
-    return yaml.safe_load((Path(__file__).parent.parent / "experiments" / name).read_text())
-
-
 def train_recipe(name: str, seed: int) -> float:
     """Train an experiments/ recipe for its whole budget with ``seed``; the final policy's mean return over 10 episodes."""
-    config = load_config(name)
+    config = experiment_config(name)
     cls = getattr(lightrl, config["model"]["class_path"].rsplit(".", 1)[1])
     model = cls(**{**config["model"]["init_args"], "seed": seed})
     trainer = fit(model, **config["trainer"])

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import lightrl
-from conftest import COUNTING_ID
+from conftest import COUNTING_ID, recipe
 from lightrl.algos.sequences import sequence_minibatches, whole_rollout
 from lightrl.data.collector import CollectorSpec
 from lightrl.data.recurrent_rollout import RecurrentRolloutSource
@@ -203,7 +200,7 @@ def test_ppo_minibatches_of_chunks_train_to_the_budget():
 def test_the_recipe_solves_cartpole_without_velocities_on_seeds_1_to_3():
     """experiments/ppo_lstm_cartpole_novel.yaml, 100k steps: the issue's target, >= 475 on 3 of 3 seeds (docs/memory.md
     has seeds 1-8)."""
-    config = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "ppo_lstm_cartpole_novel.yaml").read_text())["model"]["init_args"]
+    config = recipe("ppo_lstm_cartpole_novel.yaml")
     means = []
     for seed in (1, 2, 3):
         model = lightrl.PPO(**{**config, "seed": seed})
