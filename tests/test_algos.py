@@ -14,14 +14,17 @@ import lightrl
 from lightrl.nn.cnn import NatureCNN
 
 
-def make_trainer() -> L.Trainer:
+def make_trainer(**overrides) -> L.Trainer:
     return L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=-1,
-        accelerator="cpu",
+        **{
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "max_epochs": -1,
+            "accelerator": "cpu",
+            **overrides,
+        }
     )
 
 
@@ -226,8 +229,7 @@ def test_the_race_recipe_solves_cartpole_within_32k_steps(seed):
 
     model = lightrl.PPO(**{**recipe("ppo_cartpole_fast.yaml"), "seed": seed, "timesteps_per_epoch": 4096})  # the recipe's budget of 100k: stopped early
     stop = EarlyStopping(monitor="eval/return_mean", mode="max", stopping_threshold=475, patience=1000)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[stop], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = make_trainer(callbacks=[stop], num_sanity_val_steps=0)
     trainer.fit(model)
     assert trainer.callback_metrics["eval/return_mean"] >= 475
     assert model.env_steps <= 32_768, model.env_steps
